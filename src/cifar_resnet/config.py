@@ -1,0 +1,140 @@
+"""The params.yaml schema: typed sections, validated once on load, one-line errors.
+
+Stages call `load_params()`; the rest of the library takes these objects (or plain
+values) as arguments and never reads params.yaml itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Section):
+    """Size and seed of the offline `shapes` dataset (ignored by the other datasets).
+
+    It has its own seed so that changing the top-level `seed` (training randomness)
+    does not regenerate data, nor re-download CIFAR.
+    """
+
+    train_size: int = Field(5000, ge=10)
+    test_size: int = Field(1000, ge=10)
+    seed: int = Field(0, ge=0)
+
+
+class DataParams(_Section):
+    dataset: Literal["cifar10", "cifar100", "shapes", "digits"] = "cifar10"
+    source: Optional[str] = None
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_train: Optional[int] = Field(None, ge=2)
+    max_test: Optional[int] = Field(None, ge=1)
+    synthetic: SyntheticParams = SyntheticParams()
+
+
+class ModelParams(_Section):
+    arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    width: int = Field(64, ge=1, le=1024)
+    stem: Literal["cifar", "imagenet"] = "cifar"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class AugmentParams(_Section):
+    crop_padding: int = Field(4, ge=0, le=16)
+    hflip: bool = True
+
+
+class TrainParams(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    max_lr: float = Field(0.1, gt=0.0, le=10.0)
+    div_factor: float = Field(25.0, gt=0.0)
+    final_div_factor: float = Field(1.0e4, gt=0.0)
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    weight_decay: float = Field(5.0e-4, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    augment: AugmentParams = AugmentParams()
+    num_workers: int = Field(2, ge=0, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "TrainParams":
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0 (set train.momentum or train.nesterov: false)")
+        return self
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(256, ge=1)
+
+
+class ExportParams(_Section):
+    parity_images: int = Field(64, ge=1)
+    tolerance: float = Field(1.0e-4, gt=0.0)
+    latency_batch: int = Field(1, ge=1)
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(30, ge=1)
+
+
+class GradcamParams(_Section):
+    images: int = Field(6, ge=1, le=64)
+    method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
+    target_layer: str = "layer4"
+
+
+class Params(_Section):
+    seed: int = Field(42, ge=0)
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    gradcam: GradcamParams = GradcamParams()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line for one pydantic error: the dotted key, the value given, what is allowed."""
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!s} (check the spelling; see params.yaml for the valid keys)"
+    if error["type"] == "value_error":
+        return f"{key}: {message.removeprefix('Value error, ')}"
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; any problem becomes a UserError naming the key."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{origin}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        more = len(err.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise UserError(f"{origin}: {_describe(first)}{suffix}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run the stage from the repository root)") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return validate_params(raw if raw is not None else {}, origin=str(path))
