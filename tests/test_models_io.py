@@ -1,0 +1,84 @@
+"""The final-model file format: state_dict + JSON config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_resnet.errors import UserError
+from cifar_resnet.models import build_model, load_model, save_model
+
+CONFIG = {
+    "arch": "resnet18",
+    "num_classes": 3,
+    "width": 8,
+    "stem": "cifar",
+    "dropout": 0.1,
+    "blocks": [1, 1, 1, 1],
+    "classes": ["cat", "dog", "frog"],
+    "mean": [0.49, 0.48, 0.45],
+    "std": [0.25, 0.24, 0.26],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _saved(tmp_path: Path) -> tuple[torch.nn.Module, Path, Path]:
+    torch.manual_seed(0)
+    kwargs = {k: CONFIG[k] for k in ("width", "stem", "dropout", "blocks")}
+    model = build_model(CONFIG["arch"], CONFIG["num_classes"], **kwargs)
+    # Move BN running stats off their defaults so buffers are part of the round trip.
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    weights, config = tmp_path / "model" / "model.pt", tmp_path / "model" / "model.json"
+    save_model(weights, config, model, CONFIG)
+    return model.eval(), weights, config
+
+
+def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    model, weights, config_path = _saved(tmp_path)
+    loaded, config = load_model(weights, config_path, device="cpu")
+    assert config == CONFIG
+    assert not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["model.json", "model.pt"]  # no temp leftovers
+
+
+def test_missing_files_name_the_producing_stage(tmp_path: Path) -> None:
+    _, weights, config = _saved(tmp_path)
+    with pytest.raises(UserError, match="train"):
+        load_model(tmp_path / "absent.pt", config)
+    with pytest.raises(UserError, match="train"):
+        load_model(weights, tmp_path / "absent.json")
+
+
+def test_corrupt_files_are_user_errors(tmp_path: Path) -> None:
+    _, weights, config = _saved(tmp_path)
+    bad_weights = tmp_path / "bad.pt"
+    bad_weights.write_bytes(b"not a torch file")
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text("{ nope")
+    for args in [(bad_weights, config), (weights, bad_config)]:
+        with pytest.raises(UserError) as info:
+            load_model(*args)
+        assert "\n" not in str(info.value)
+
+
+def test_weights_for_another_config_are_user_errors(tmp_path: Path) -> None:
+    _, weights, config = _saved(tmp_path)
+    other = tmp_path / "other.json"
+    save_model(tmp_path / "unused.pt", other, build_model("resnet18", 3, width=16), {**CONFIG, "width": 16})
+    with pytest.raises(UserError, match="does not match"):
+        load_model(weights, other)
