@@ -1,0 +1,81 @@
+"""Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output."""
+
+import shutil
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+
+def write_params(folder, **sections):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def assert_clean_failure(result, expected):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stage", ["download", "split", "train", "evaluate", "export", "gradcam"])
+def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, run_stage):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["max_lr"] = "fast"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = {
+        "download": ["--out", "raw"],
+        "split": ["--raw", "raw", "--out", "prepared"],
+        "train": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--checkpoints", "ck", "--live", "live"],
+        "evaluate": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "e.json", "--plots", "pl"],
+        "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--metrics", "x.json"],
+        "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc"],
+    }[stage]
+    result = run_stage(stage, *args)
+    assert_clean_failure(result, "train.max_lr = 'fast'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_split_without_downloaded_data_says_which_stage_to_run(tmp_path, run_stage):
+    write_params(tmp_path)
+    result = run_stage("split", "--raw", "raw", "--out", "prepared")
+    assert_clean_failure(result, "dvc repro")
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_missing_data_source_is_a_clear_error(tmp_path, run_stage):
+    write_params(tmp_path, data={"source": str(tmp_path / "nowhere" / "cifar-10-python.tar.gz")})
+    result = run_stage("download", "--out", "raw")
+    assert_clean_failure(result, "nowhere")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_download_then_split_on_shapes(tmp_path, run_stage):
+    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 200, "test_size": 50, "seed": 3},
+                                 "max_test": 20, "val_fraction": 0.2})
+    assert run_stage("download", "--out", "data/raw").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["classes.json", "test.npz", "train.npz"]
+    result = run_stage("split", "--raw", "data/raw", "--out", "data/prepared")
+    assert result.returncode == 0, result.stderr
+    assert "train: 160, val: 40, test: 20" in result.stdout
+    # Nothing but the declared outputs: no temporary folders beside them.
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared", "raw"]
+
+
+def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
+    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 100, "test_size": 20, "seed": 0}},
+                 train={"batch_size": 512})
+    assert run_stage("download", "--out", "raw").returncode == 0
+    assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
+    result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json",
+                       "--checkpoints", "ck", "--live", "live")
+    assert_clean_failure(result, "train.batch_size = 512 is larger than the 90 training images")
+    assert not any((tmp_path / name).exists() for name in ("m.pt", "m.json", "ck", "live"))
