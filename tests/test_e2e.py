@@ -70,8 +70,13 @@ def test_smoke_model_learns_well_above_chance(smoke_repo):
 
 def test_export_parity_and_latency_are_recorded(smoke_repo):
     export = json.loads((smoke_repo / "metrics" / "export.json").read_text())
-    assert set(export["latency"]) == {"eager", "traced", "scripted"}
-    assert export["parity"]["traced_max_abs_diff"] <= export["parity"]["tolerance"]
+    assert set(export["ms_per_image"]) == {"eager", "traced", "scripted"}
+    assert all(ms > 0 for ms in export["ms_per_image"].values())
+    tolerance = yaml.safe_load((smoke_repo / "params.yaml").read_text())["export"]["tolerance"]
+    assert max(export["parity_max_abs_diff"].values()) <= tolerance
+    table = json.loads((smoke_repo / "models" / "export" / "latency.json").read_text())
+    assert set(table["latency"]["eager"]) == {"mean_ms", "p50_ms", "p95_ms", "images_per_s"}
+    assert (smoke_repo / "models" / "export" / "latency.md").read_text().count("\n") >= 5
 
 
 def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_repo):
