@@ -1,11 +1,13 @@
 """Stage `train`: build the ResNet from `model.*`, train it with `train.*`, log with dvclive.
 
-Outputs: the final model (weights + JSON config), best/last checkpoints, the dvclive folder.
+Outputs: the final model (weights + JSON config), checkpoints (best, last, every N
+epochs; kept between runs so an interrupted run resumes), the dvclive folder.
 """
 
 import argparse
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -19,15 +21,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True, help="final weights (.pt)")
     parser.add_argument("--config", type=Path, required=True, help="final model's architecture config (.json)")
-    parser.add_argument("--checkpoints", type=Path, required=True, help="folder for best.pt and last.pt")
+    parser.add_argument("--checkpoints", type=Path, required=True, help="folder for best.pt, last.pt, epoch_NNN.pt")
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
     return parser.parse_args()
 
 
 def params_hash(params) -> str:
-    """Hash of everything that shapes a training run (stored in checkpoints)."""
-    shaping = {"seed": params.seed, "data": params.data.model_dump(), "model": params.model.model_dump(), "train": params.train.model_dump()}
+    """Hash of everything that shapes a training run: a checkpoint resumes only under the same hash."""
+    train = params.train.model_dump()
+    # Where and how fast batches are fed does not change what is learned on the CPU.
+    train.pop("num_workers")
+    shaping = {"seed": params.seed, "data": params.data.model_dump(), "model": params.model.model_dump(), "train": train}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_consistency(cfg, train_size: int, val_size: int) -> None:
+    """Settings that are valid alone but contradict the data."""
+    if cfg.batch_size > train_size:
+        raise UserError(
+            f"train.batch_size = {cfg.batch_size} is larger than the {train_size} training images "
+            "(lower it or raise data.max_train)"
+        )
+    needs_val = {
+        "train.scheduler = plateau": cfg.scheduler == "plateau",
+        "train.early_stopping.patience": cfg.early_stopping.patience is not None,
+        "train.target_val_acc": cfg.target_val_acc is not None,
+    }
+    for setting, used in needs_val.items():
+        if used and val_size == 0:
+            raise UserError(f"{setting} needs a validation split, but data.val_fraction leaves it empty")
 
 
 def main() -> None:
@@ -38,11 +60,7 @@ def main() -> None:
     classes = load_classes(args.data / "classes.json")
     train_set = load_imageset(args.data / "train.npz", num_classes=len(classes))
     val_set = load_imageset(args.data / "val.npz", num_classes=len(classes))
-    if cfg.batch_size > len(train_set):
-        raise UserError(
-            f"train.batch_size = {cfg.batch_size} is larger than the {len(train_set)} training images "
-            "(lower it or raise data.max_train)"
-        )
+    check_consistency(cfg, len(train_set), len(val_set))
 
     # Heavy imports after the cheap checks, so a user mistake fails fast.
     import torch
@@ -50,8 +68,8 @@ def main() -> None:
 
     from cifar_resnet.models import build_model, count_parameters, save_model
     from cifar_resnet.training import (
-        build_onecycle, build_optimizer, channel_stats, fit, load_checkpoint,
-        make_eval_tensors, make_train_loader, seed_everything, select_device, train_transform,
+        DeviceFeeder, LoaderFeeder, build_optimizer, build_schedule, channel_stats, fit, load_checkpoint,
+        make_eval_tensors, parameter_groups, resumable_checkpoint, seed_everything, select_device,
     )
 
     seed_everything(params.seed)
@@ -68,34 +86,38 @@ def main() -> None:
     model = build_model(
         params.model.arch, len(classes), width=params.model.width, stem=params.model.stem, dropout=params.model.dropout
     ).to(device)
-    loader = make_train_loader(
-        train_set,
-        train_transform(cfg.augment.crop_padding, cfg.augment.hflip, mean, std, seed=params.seed),
-        cfg.batch_size,
-        cfg.num_workers,
-        seed=params.seed,
-        pin_memory=device.type == "cuda",
-    )
+    if cfg.data_on_device:
+        feeder = DeviceFeeder(train_set, cfg.augment, mean, std, cfg.batch_size, params.seed, device)
+    else:
+        feeder = LoaderFeeder(train_set, cfg.augment, mean, std, cfg.batch_size, params.seed,
+                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     val_x, val_y = make_eval_tensors(val_set, mean, std)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.max_lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
-    scheduler = build_onecycle(
-        optimizer, cfg.max_lr, cfg.epochs, len(loader), cfg.pct_start, cfg.div_factor, cfg.final_div_factor
-    )
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov)
+    schedule = build_schedule(optimizer, cfg, len(feeder))
+    run_hash = params_hash(params)
+    resume, decision = resumable_checkpoint(args.checkpoints, run_hash)
+    if resume is None and args.checkpoints.exists():
+        # Stale checkpoints of another configuration must not pass for this run's.
+        for stale in args.checkpoints.glob("*.pt"):
+            stale.unlink()
     print(
         f"{params.model.arch} (width {params.model.width}, {params.model.stem} stem): "
-        f"{count_parameters(model):,} parameters on {device}; {len(train_set)} train / {len(val_set)} val images"
+        f"{count_parameters(model):,} parameters on {device}; {len(train_set)} train / {len(val_set)} val images; "
+        f"{decision}"
     )
 
     started = time.perf_counter()
+    # resume=False: dvclive starts empty and every epoch is re-logged from the checkpoint's
+    # history, so the curves never duplicate or miss an epoch, however the last run ended.
     with Live(str(args.live), dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_epoch(result) -> None:
-            live.step = result.epoch  # x axis = epoch number, starting at 1
-            for name in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            live.step = result.epoch  # x axis = epoch; 0 is the untrained baseline
+            for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
                 value = getattr(result, name)
-                if value == value:  # NaN when there is no validation split
+                if not math.isnan(value):
                     live.log_metric(name.replace("_", "/"), value)
-            live.log_metric("lr", result.lr)
             live.make_summary()
             print(
                 f"epoch {result.epoch}/{cfg.epochs}  train loss {result.train_loss:.4f} acc {result.train_acc:.4f}  "
@@ -104,18 +126,23 @@ def main() -> None:
                 flush=True,
             )
 
-        fit(
-            model, loader, val_x, val_y, optimizer, scheduler, cfg.epochs, device, args.checkpoints,
-            run_info={"model_config": model_config, "params_hash": params_hash(params)},
-            label_smoothing=cfg.label_smoothing,
-            on_epoch_end=log_epoch,
-        )
+        try:
+            outcome = fit(
+                model, feeder, val_x, val_y, optimizer, schedule, cfg, device, args.checkpoints, params.seed,
+                run_info={"model_config": model_config, "params_hash": run_hash},
+                on_epoch_end=log_epoch, resume=resume,
+            )
+        except KeyboardInterrupt:
+            last = resumable_checkpoint(args.checkpoints, run_hash)[0]
+            done = f"after epoch {last['epoch']}" if last else "before the first epoch"
+            raise UserError(f"interrupted {done}; run `dvc repro` again to resume") from None
 
     # The final model is the best epoch's weights (by validation accuracy), as the seeds keep.
     best = load_checkpoint(args.checkpoints / "best.pt")
     model.load_state_dict(best["model"])
     save_model(args.model, args.config, model.cpu(), model_config)
-    print(f"best epoch {best['epoch']} -> {args.model} ({time.perf_counter() - started:.1f}s training)")
+    print(f"{outcome.stop_reason} after epoch {outcome.history[-1].epoch}; best epoch {outcome.best_epoch} -> {args.model} "
+          f"({time.perf_counter() - started:.1f}s)")
 
 
 if __name__ == "__main__":

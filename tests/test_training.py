@@ -5,12 +5,20 @@ import pytest
 import torch
 from torch import nn
 
+from cifar_resnet.config import TrainParams, validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.errors import UserError
 from cifar_resnet.training import (
-    build_onecycle, build_optimizer, channel_stats, evaluate_logits, fit, load_checkpoint,
-    make_eval_tensors, make_train_loader, seed_everything, select_device, train_transform,
+    DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, autocast_dtype, build_optimizer, build_schedule,
+    channel_stats, evaluate_logits, fit, load_checkpoint, make_eval_tensors, parameter_groups, seed_everything,
+    select_device, train_one_epoch, wants_channels_last,
 )
+
+
+def train_cfg(**overrides) -> TrainParams:
+    """Validated train params: defaults with small-run overrides (nested dicts allowed)."""
+    base = {"epochs": 3, "batch_size": 16, "max_lr": 0.5, "num_workers": 0, "device": "cpu"}
+    return validate_params({"train": {**base, **overrides}}).train
 
 
 def toy_images(n=64, seed=0):
@@ -23,7 +31,24 @@ def toy_images(n=64, seed=0):
 
 
 def tiny_model(num_classes=2):
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None):
+    train = train if train is not None else toy_images(64)
+    val = val if val is not None else toy_images(32, seed=1)
+    seed_everything(seed)
+    model = tiny_model()
+    mean, std = channel_stats(train.images)
+    feeder = LoaderFeeder(train, cfg.augment, mean, std, cfg.batch_size, seed)
+    val_x, val_y = make_eval_tensors(val, mean, std)
+    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), cfg.optimizer, cfg.max_lr)
+    schedule = build_schedule(optimizer, cfg, len(feeder))
+    seen = []
+    outcome = fit(model, feeder, val_x, val_y, optimizer, schedule, cfg, torch.device("cpu"), tmp_path / "ckpt",
+                  seed, run_info={"params_hash": "abc"}, on_epoch_end=seen.append, resume=resume)
+    return model, outcome, seen
 
 
 def test_channel_stats_on_known_images():
@@ -36,104 +61,216 @@ def test_channel_stats_on_known_images():
     assert channel_stats(np.full((2, 32, 32, 3), 7, dtype=np.uint8))[1] == [1.0, 1.0, 1.0]
 
 
-def test_train_transform_flips_crops_and_normalises():
-    image = np.zeros((32, 32, 3), dtype=np.uint8)
-    image[:, :16] = 255  # left half white
-    flip_only = train_transform(crop_padding=0, hflip=True, mean=[0, 0, 0], std=[1, 1, 1], seed=0)
-    outputs = [flip_only(image=image)["image"] for _ in range(40)]
-    flipped = [o for o in outputs if o[0, 0, 0] == 0.0]
-    assert 0 < len(flipped) < 40  # p=0.5: some flipped, some not
-    assert flipped[0][0, -1, 0] == pytest.approx(1.0)  # white moved to the right edge
-    crop_only = train_transform(crop_padding=4, hflip=False, mean=[0, 0, 0], std=[1, 1, 1], seed=0)
-    crops = np.stack([crop_only(image=image)["image"] for _ in range(40)])
-    assert crops.shape == (40, 32, 32, 3)
-    assert len({c.tobytes() for c in crops}) > 1  # random offsets give different crops
-    plain = train_transform(crop_padding=0, hflip=False, mean=[0.5] * 3, std=[0.5] * 3, seed=0)
-    assert plain(image=image)["image"][0, 0, 0] == pytest.approx(1.0)  # (1 - 0.5) / 0.5
+def test_fit_learns_logs_a_baseline_and_every_epoch_and_checkpoints(tmp_path):
+    _, outcome, seen = run_fit(tmp_path, train_cfg(epochs=4))
+    assert [r.epoch for r in seen] == [0, 1, 2, 3, 4]
+    assert math.isnan(seen[0].train_loss) and not math.isnan(seen[0].val_acc)  # the untrained baseline
+    assert outcome.history == seen and outcome.stop_reason == "completed"
+    assert seen[-1].val_acc == 1.0
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert last["epoch"] == 4 and last["run_info"]["params_hash"] == "abc"
+    assert {"model", "optimizer", "scheduler", "scaler", "early_stopping", "history"} <= set(last)
+    best = load_checkpoint(tmp_path / "ckpt" / "best.pt")
+    best_val = max(r.val_acc for r in seen[1:])
+    assert best["epoch"] == outcome.best_epoch == min(r.epoch for r in seen[1:] if r.val_acc == best_val)
 
 
-def test_loader_is_seeded_and_drops_the_partial_batch():
-    images = toy_images(70)
-    transform = lambda seed: train_transform(4, True, [0.5] * 3, [0.25] * 3, seed=seed)
-    first = [b for b in make_train_loader(images, transform(1), 32, num_workers=0, seed=1)]
-    second = [b for b in make_train_loader(images, transform(1), 32, num_workers=0, seed=1)]
-    assert len(first) == 2  # 70 images, batch 32: the partial batch of 6 is dropped
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
-    other = next(iter(make_train_loader(images, transform(2), 32, num_workers=0, seed=2)))
-    assert not torch.equal(first[0][0], other[0])
+def test_periodic_checkpoints(tmp_path):
+    run_fit(tmp_path, train_cfg(epochs=4, checkpoint_every=2))
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.pt", "epoch_002.pt", "epoch_004.pt", "last.pt"]
 
 
-def test_onecycle_learning_rate_at_known_steps():
+def test_fit_is_deterministic_on_cpu_and_resumes_exactly(tmp_path):
+    cfg = train_cfg(epochs=3, augment={"cutmix": {"p": 0.5}, "affine": {"p": 0.5}})
+    _, first, _ = run_fit(tmp_path / "a", cfg)
+    _, second, _ = run_fit(tmp_path / "b", cfg)
+    # repr compares floats exactly and, unlike ==, treats the baseline's NaN train metrics as equal.
+    assert repr(first.history) == repr(second.history)
+    # Resume from the epoch-2 state of a 2-epoch-checkpointing run.
+    run_fit(tmp_path / "c", train_cfg(epochs=3, checkpoint_every=2, augment={"cutmix": {"p": 0.5}, "affine": {"p": 0.5}}))
+    state = load_checkpoint(tmp_path / "c" / "ckpt" / "epoch_002.pt")
+    _, resumed, seen = run_fit(tmp_path / "d", cfg, resume=state)
+    assert [r.epoch for r in seen] == [0, 1, 2, 3]
+    assert repr(resumed.history) == repr(first.history)
+
+
+def test_fit_without_validation_logs_nan_and_keeps_best_by_training_accuracy(tmp_path):
+    empty = ImageSet(images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros(0, np.int64))
+    _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=2), val=empty)
+    assert all(math.isnan(r.val_acc) for r in outcome.history)
+    assert (tmp_path / "ckpt" / "best.pt").exists()
+
+
+def test_target_accuracy_stops_training(tmp_path):
+    _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=10, target_val_acc=0.9))
+    assert outcome.stop_reason == "target accuracy"
+    assert outcome.history[-1].val_acc >= 0.9 and outcome.history[-1].epoch < 10
+
+
+def test_early_stopping_stops_when_nothing_improves(tmp_path):
+    # A learning rate of ~0 freezes the model: validation accuracy never improves after epoch 1.
+    cfg = train_cfg(epochs=10, max_lr=1e-9, scheduler="none", early_stopping={"patience": 2})
+    _, outcome, _ = run_fit(tmp_path, cfg)
+    assert outcome.stop_reason == "early stopping"
+    assert outcome.history[-1].epoch == 3
+
+
+def test_early_stopper_counts_stale_epochs_for_loss_and_accuracy():
+    result = lambda e, loss, acc: EpochResult(e, 0.0, 0.0, loss, acc, 0.1)
+    by_loss = EarlyStopper("val_loss", patience=2, min_delta=0.01)
+    for e, loss in enumerate([1.0, 0.995, 0.8, 0.85, 0.9], start=1):
+        by_loss.update(result(e, loss, 0.5))
+    assert by_loss.best == 0.8 and by_loss.stale == 2 and by_loss.should_stop
+    by_acc = EarlyStopper("val_acc", patience=None)
+    for e, acc in enumerate([0.1, 0.05, 0.01], start=1):
+        by_acc.update(result(e, 1.0, acc))
+    assert by_acc.stale == 2 and not by_acc.should_stop  # patience None: never stops
+
+
+def one_batch_epoch(cfg, model=None):
+    model = model or tiny_model()
+    images, labels = torch.randn(16, 3, 32, 32) * 50, torch.arange(16) % 2
+    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), cfg.optimizer, cfg.max_lr)
+    schedule = build_schedule(optimizer, cfg, 1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(model, [(images, labels)], 1, optimizer, schedule, scaler, cfg, torch.device("cpu"), 0, 1)
+    return model
+
+
+def total_grad_norm(model):
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])).item()
+
+
+def test_gradient_clipping_bounds_the_norm():
+    unclipped = total_grad_norm(one_batch_epoch(train_cfg(epochs=1)))
+    assert unclipped > 0.05
+    clipped = total_grad_norm(one_batch_epoch(train_cfg(epochs=1, clip_grad_norm=0.05)))
+    assert clipped == pytest.approx(0.05, rel=1e-3)
+
+
+def test_l1_penalty_shrinks_weights():
+    def weight_l1(model):
+        return sum(p.abs().sum().item() for p in model.parameters() if p.ndim > 1)
+
+    torch.manual_seed(0)
+    plain = one_batch_epoch(train_cfg(epochs=1, max_lr=0.01, scheduler="none"))
+    torch.manual_seed(0)
+    penalised = one_batch_epoch(train_cfg(epochs=1, max_lr=0.01, scheduler="none", l1=1.0))
+    assert weight_l1(penalised) < weight_l1(plain) - 0.1
+
+
+def test_no_weight_decay_on_norm_and_bias_when_asked():
     model = tiny_model()
-    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.0)
-    scheduler = build_onecycle(optimizer, max_lr=0.1, epochs=2, steps_per_epoch=50, pct_start=0.25,
-                               div_factor=25.0, final_div_factor=1e4)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(0.1 / 25)
-    assert max(lrs) == pytest.approx(0.1, rel=1e-3)
-    assert int(np.argmax(lrs)) in (24, 25)  # the peak comes after pct_start of the steps
-    assert lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=0.05)
+    groups = parameter_groups(model, 5e-4, decay_norm_and_bias=False)
+    by_decay = {g["weight_decay"]: g["params"] for g in groups}
+    assert all(p.ndim > 1 for p in by_decay[5e-4]) and all(p.ndim == 1 for p in by_decay[0.0])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert [g["weight_decay"] for g in parameter_groups(model, 5e-4)] == [5e-4]
+
+
+def test_group_lr_scale_is_kept_by_the_schedule():
+    model = tiny_model()
+    groups = [{"params": list(model[0].parameters()), "lr_scale": 0.1}, {"params": list(model[-1].parameters())}]
+    optimizer = build_optimizer(groups, "sgd", 0.1)
+    build_schedule(optimizer, train_cfg(epochs=1, max_lr=0.1), 10)
+    first, second = (g["lr"] for g in optimizer.param_groups)
+    assert first == pytest.approx(second * 0.1)
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_optimizers_by_name(name, cls):
-    optimizer = build_optimizer(tiny_model(), name, lr=0.01, weight_decay=1e-4)
+    optimizer = build_optimizer(parameter_groups(tiny_model(), 1e-4), name, lr=0.01)
     assert isinstance(optimizer, cls)
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
 
 
 def test_nesterov_sgd():
-    optimizer = build_optimizer(tiny_model(), "sgd", lr=0.01, weight_decay=0.0, momentum=0.9, nesterov=True)
+    optimizer = build_optimizer(parameter_groups(tiny_model(), 0.0), "sgd", lr=0.01, momentum=0.9, nesterov=True)
     assert optimizer.param_groups[0]["nesterov"] is True
 
 
-def run_fit(tmp_path, images, val, epochs=3, seed=0):
-    seed_everything(seed)
-    model = tiny_model()
-    mean, std = channel_stats(images.images)
-    loader = make_train_loader(images, train_transform(0, False, mean, std, seed=seed), 16, num_workers=0, seed=seed)
-    val_x, val_y = make_eval_tensors(val, mean, std)
-    optimizer = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.0)
-    scheduler = build_onecycle(optimizer, 0.5, epochs, len(loader))
-    seen = []
-    history = fit(model, loader, val_x, val_y, optimizer, scheduler, epochs, torch.device("cpu"),
-                  tmp_path / "ckpt", run_info={"params_hash": "abc"}, on_epoch_end=seen.append)
-    return model, history, seen
+def lr_trace(cfg, steps_per_epoch=10, val_losses=None):
+    """The LR of every batch over cfg.epochs epochs, stepping the schedule as fit does."""
+    optimizer = build_optimizer(parameter_groups(tiny_model(), 0.0), "sgd", cfg.max_lr)
+    schedule = build_schedule(optimizer, cfg, steps_per_epoch)
+    lrs = []
+    for epoch in range(cfg.epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.after_batch()
+        schedule.after_epoch(val_losses[epoch] if val_losses else 1.0)
+    return lrs
 
 
-def test_fit_learns_logs_every_epoch_and_checkpoints(tmp_path):
-    model, history, seen = run_fit(tmp_path, toy_images(64), toy_images(32, seed=1), epochs=4)
-    assert [r.epoch for r in seen] == [1, 2, 3, 4]
-    assert history == seen
-    assert history[-1].val_acc == 1.0
-    assert history[-1].train_loss < history[0].train_loss
-    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    assert last["epoch"] == 4 and last["run_info"]["params_hash"] == "abc"
-    assert len(last["history"]) == 4 and {"model", "optimizer", "scheduler"} <= set(last)
-    best = load_checkpoint(tmp_path / "ckpt" / "best.pt")
-    best_val = max(r.val_acc for r in history)
-    assert best["history"][-1]["val_acc"] == best_val
-    assert best["epoch"] == min(r.epoch for r in history if r.val_acc == best_val)
+def test_onecycle_learning_rate_at_known_steps():
+    lrs = lr_trace(train_cfg(epochs=10, max_lr=0.1, pct_start=0.25, div_factor=25.0, final_div_factor=1e4))
+    assert lrs[0] == pytest.approx(0.1 / 25)
+    assert max(lrs) == pytest.approx(0.1, rel=1e-3) and int(np.argmax(lrs)) in (24, 25)
+    assert lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=0.05)
 
 
-def test_fit_is_deterministic_on_cpu(tmp_path):
-    _, first, _ = run_fit(tmp_path / "a", toy_images(64), toy_images(32, seed=1))
-    _, second, _ = run_fit(tmp_path / "b", toy_images(64), toy_images(32, seed=1))
-    assert first == second
+def test_step_schedule_decays_every_step_size_epochs():
+    lrs = lr_trace(train_cfg(epochs=5, max_lr=0.1, scheduler="step", step_size=2, gamma=0.5))
+    assert [lrs[e * 10] for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
 
 
-def test_fit_without_validation_logs_nan_and_keeps_best_by_training_accuracy(tmp_path):
-    empty = ImageSet(images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros(0, np.int64))
-    _, history, _ = run_fit(tmp_path, toy_images(64), empty, epochs=2)
-    assert all(math.isnan(r.val_acc) for r in history)
-    assert (tmp_path / "ckpt" / "best.pt").exists()
+def test_plateau_schedule_decays_when_validation_loss_stalls():
+    lrs = lr_trace(train_cfg(epochs=5, max_lr=0.1, scheduler="plateau", plateau_patience=1, gamma=0.1),
+                   val_losses=[1.0, 0.5, 0.6, 0.7, 0.7])
+    # Epoch 3 is the first stale one, epoch 4 the second: the decay lands before epoch 5.
+    assert [lrs[e * 10] for e in range(5)] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01])
 
 
-def test_evaluate_logits_batches_and_restores_nothing_else():
+def test_cosine_with_warmup():
+    lrs = lr_trace(train_cfg(epochs=4, max_lr=0.1, scheduler="cosine", warmup_epochs=1))
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(0.1) and lrs[25] == pytest.approx(0.05, rel=0.05)  # half-way down
+    assert lrs[-1] < 0.001
+
+
+def test_constant_schedule():
+    assert set(lr_trace(train_cfg(epochs=2, max_lr=0.1, scheduler="none"))) == {0.1}
+
+
+def test_loader_workers_do_not_change_the_batches():
+    images = toy_images(70)
+    cfg = train_cfg(augment={"affine": {"p": 0.5}, "erasing": {"p": 0.5}})
+    make = lambda workers: LoaderFeeder(images, cfg.augment, [0.5] * 3, [0.25] * 3, 32, seed=1, num_workers=workers)
+    in_process = list(make(0).epoch(2))
+    in_workers = list(make(2).epoch(2))
+    assert len(in_process) == 2  # 70 images, batch 32: the partial batch of 6 is dropped
+    for (a_x, a_y), (b_x, b_y) in zip(in_process, in_workers):
+        assert torch.equal(a_x, b_x) and torch.equal(a_y, b_y)
+    other_epoch = next(iter(make(0).epoch(3)))
+    assert not torch.equal(other_epoch[0], in_process[0][0])
+
+
+def test_device_feeder_batches_are_normalised_augmented_and_repeatable():
+    images = toy_images(70)
+    cfg = train_cfg(data_on_device=True)
+    feeder = DeviceFeeder(images, cfg.augment, [0.5] * 3, [0.25] * 3, 32, seed=1, device=torch.device("cpu"))
+    first, again = list(feeder.epoch(1)), list(feeder.epoch(1))
+    assert len(first) == len(feeder) == 2
+    assert first[0][0].shape == (32, 3, 32, 32) and first[0][0].dtype == torch.float32
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], next(feeder.epoch(2))[0])
+
+
+def test_precision_and_memory_format_choices():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("fp16", cuda) == torch.float16 and autocast_dtype("fp32", cuda) is None
+    assert wants_channels_last("auto", cpu) is False and wants_channels_last("auto", cuda) is True
+    assert wants_channels_last(True, cpu) is True
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=2, precision="bf16", channels_last=True))
+    assert outcome.history[-1].val_acc == 1.0
+
+
+def test_evaluate_logits_batches():
     model = tiny_model()
     x = torch.randn(10, 3, 32, 32)
     logits = evaluate_logits(model, x, batch_size=3, device=torch.device("cpu"))

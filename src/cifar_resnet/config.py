@@ -7,7 +7,7 @@ values) as arguments and never reads params.yaml itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,9 +48,60 @@ class ModelParams(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class AffineParams(_Section):
+    """Random affine warp (seed 001: translate 10%, scale 0.85-1.15, rotate 15 degrees, p 0.5)."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    translate: float = Field(0.1, ge=0.0, le=0.5)  # fraction of the image size
+    scale: float = Field(0.15, ge=0.0, lt=1.0)  # zoom in [1 - scale, 1 + scale]
+    rotate: float = Field(15.0, ge=0.0, le=180.0)  # degrees
+
+
+class ErasingParams(_Section):
+    """OneOf(CoarseDropout, GaussNoise) (seed 001: p 0.3, 8-16 px holes, noise std 0.0125-0.0278)."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    hole_min: int = Field(8, ge=1, le=32)  # pixels
+    hole_max: int = Field(16, ge=1, le=32)
+    noise_std_min: float = Field(0.0125, ge=0.0, le=1.0)  # fraction of the pixel range
+    noise_std_max: float = Field(0.0278, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> "ErasingParams":
+        if self.hole_min > self.hole_max:
+            raise ValueError(f"hole_min {self.hole_min} is larger than hole_max {self.hole_max}")
+        if self.noise_std_min > self.noise_std_max:
+            raise ValueError(f"noise_std_min {self.noise_std_min} is larger than noise_std_max {self.noise_std_max}")
+        return self
+
+
+class MixParams(_Section):
+    """A batch-level mixing (CutMix or MixUp): applied to a share `p` of batches, ratio ~ Beta(alpha, alpha)."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    alpha: float = Field(1.0, gt=0.0)
+
+
 class AugmentParams(_Section):
     crop_padding: int = Field(4, ge=0, le=16)
+    border_mode: Literal["reflect", "constant", "replicate"] = "reflect"
     hflip: bool = True
+    affine: AffineParams = AffineParams()
+    erasing: ErasingParams = ErasingParams()
+    cutmix: MixParams = MixParams()
+    mixup: MixParams = MixParams(alpha=0.2)
+
+    @model_validator(mode="after")
+    def _mixing_shares_fit(self) -> "AugmentParams":
+        if self.cutmix.p + self.mixup.p > 1.0:
+            raise ValueError(f"cutmix.p + mixup.p = {self.cutmix.p + self.mixup.p} exceeds 1 (they never apply to the same batch)")
+        return self
+
+
+class EarlyStoppingParams(_Section):
+    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    patience: Optional[int] = Field(None, ge=1)  # epochs without improvement; null = off
+    min_delta: float = Field(0.0, ge=0.0)
 
 
 class TrainParams(_Section):
@@ -60,19 +111,41 @@ class TrainParams(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
     max_lr: float = Field(0.1, gt=0.0, le=10.0)
-    div_factor: float = Field(25.0, gt=0.0)
-    final_div_factor: float = Field(1.0e4, gt=0.0)
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
     weight_decay: float = Field(5.0e-4, ge=0.0)
+    decay_norm_and_bias: bool = True
+    l1: float = Field(0.0, ge=0.0)
+    scheduler: Literal["onecycle", "step", "plateau", "cosine", "none"] = "onecycle"
+    div_factor: float = Field(25.0, ge=1.0)
+    final_div_factor: float = Field(1.0e4, ge=1.0)
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(3, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    clip_grad_norm: Optional[float] = Field(None, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Union[Literal["auto"], bool] = "auto"
+    compile: bool = False
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    target_val_acc: Optional[float] = Field(None, gt=0.0, le=1.0)
+    checkpoint_every: int = Field(0, ge=0)
     augment: AugmentParams = AugmentParams()
+    data_on_device: bool = False
     num_workers: int = Field(2, ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "TrainParams":
+    def _consistent(self) -> "TrainParams":
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0 (set train.momentum or train.nesterov: false)")
+        if self.scheduler == "cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves no epochs to anneal (epochs = {self.epochs})")
+        if self.data_on_device and (self.augment.affine.p > 0 or self.augment.erasing.p > 0):
+            raise ValueError(
+                "data_on_device applies crop, flip, CutMix and MixUp only; set augment.affine.p and "
+                "augment.erasing.p to 0 or data_on_device to false"
+            )
         return self
 
 

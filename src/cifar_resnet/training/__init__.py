@@ -1,22 +1,19 @@
-"""Training: data feeding, optimiser and schedule, the epoch loop, checkpoints."""
+"""Training: augmentation and data feeding, optimiser and schedule, the epoch loop, checkpoints."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .feeding import channel_stats, make_eval_tensors, make_train_loader, train_transform
-from .loop import EpochResult, evaluate_logits, fit, select_device, seed_everything
-from .optim import build_optimizer, build_onecycle
+from .augment import build_image_transform, crop_flip_batch, cutmix, derive_seed, mix_batch, mixup
+from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
+from .feeding import DeviceFeeder, LoaderFeeder, channel_stats, make_eval_tensors, normalise
+from .loop import (
+    EarlyStopper, EpochResult, FitOutcome, autocast_dtype, evaluate_logits, fit, loss_and_accuracy,
+    seed_everything, select_device, train_one_epoch, wants_channels_last,
+)
+from .optim import build_optimizer, parameter_groups
+from .schedule import LRSchedule, build_schedule
 
 __all__ = [
-    "EpochResult",
-    "build_onecycle",
-    "build_optimizer",
-    "channel_stats",
-    "evaluate_logits",
-    "fit",
-    "load_checkpoint",
-    "make_eval_tensors",
-    "make_train_loader",
-    "save_checkpoint",
-    "seed_everything",
-    "select_device",
-    "train_transform",
+    "DeviceFeeder", "EarlyStopper", "EpochResult", "FitOutcome", "LRSchedule", "LoaderFeeder",
+    "autocast_dtype", "build_image_transform", "build_optimizer", "build_schedule", "channel_stats",
+    "crop_flip_batch", "cutmix", "derive_seed", "evaluate_logits", "fit", "load_checkpoint",
+    "loss_and_accuracy", "make_eval_tensors", "mix_batch", "mixup", "normalise", "parameter_groups", "resumable_checkpoint",
+    "save_checkpoint", "seed_everything", "select_device", "train_one_epoch", "wants_channels_last",
 ]

@@ -1,14 +1,21 @@
-"""Feeding images to the model: albumentations for training, plain tensors for evaluation."""
+"""Feeding training batches: a CPU DataLoader with albumentations, or the whole split on the device.
+
+Both feeders give the same interface: `len(feeder)` batches per epoch and
+`feeder.epoch(n)` yielding normalised (images, labels) batches whose order and
+augmentation depend only on (seed, epoch), so a resumed run sees the same batches.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..config import AugmentParams
 from ..data.arrays import ImageSet
+from .augment import build_image_transform, crop_flip_batch, derive_seed
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -20,69 +27,104 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(axis=0).tolist(), std.tolist()
 
 
-def train_transform(crop_padding: int, hflip: bool, mean: Sequence[float], std: Sequence[float], seed: int):
-    """Albumentations pipeline: pad + random crop, horizontal flip, normalise (seed 001's core)."""
-    import albumentations as A  # heavy import: only the train stage pays for it
-    import cv2
+def normalise(images_uint8_nchw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 NCHW -> float NCHW normalised with per-channel mean/std (0..1 scale)."""
+    device = images_uint8_nchw.device
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (images_uint8_nchw.float() / 255.0 - mean_t) / std_t
 
-    steps = []
-    if crop_padding > 0:
-        size = 32 + 2 * crop_padding
-        steps += [
-            A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
-            A.RandomCrop(height=32, width=32),
-        ]
-    if hflip:
-        steps.append(A.HorizontalFlip(p=0.5))
-    steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
-    return A.Compose(steps, seed=seed)
+
+def make_eval_tensors(images: ImageSet, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised NCHW float tensors and int64 labels for a whole split (no augmentation)."""
+    x = torch.from_numpy(images.images).permute(0, 3, 1, 2)
+    return normalise(x, mean, std), torch.from_numpy(images.labels.astype(np.int64))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled image order of one epoch: a function of (seed, epoch) alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) pairs, so each image's augmentation can be seeded by its epoch and index."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, int(i)) for i in epoch_order(self.n, self.seed, self.epoch)])
 
 
 class AugmentedImages(Dataset):
     """An ImageSet seen through an albumentations transform, as (CHW float tensor, label)."""
 
-    def __init__(self, images: ImageSet, transform) -> None:
-        self.images = images
-        self.transform = transform
+    def __init__(self, images: ImageSet, transform, seed: int) -> None:
+        self.images, self.transform, self.seed = images, transform, seed
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        # Reseeding per image makes the draw independent of which worker runs it and of
+        # what ran before: the basis of exact resumption.
+        self.transform.set_random_seed(derive_seed(self.seed, epoch, index))
         image = self.transform(image=self.images.images[index])["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.images.labels[index])
 
 
-def _reseed_worker_transform(worker_id: int) -> None:
-    # Every worker starts with a copy of the same seeded transform; without a reseed they
-    # would all draw the same crops and flips. torch.initial_seed() differs per worker and
-    # per epoch and is itself derived from the loader's seeded generator, so runs repeat.
-    info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+class LoaderFeeder:
+    """Batches from a DataLoader: albumentations in worker processes, pinned memory for CUDA."""
+
+    def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
+                 num_workers: int = 0, pin_memory: bool = False) -> None:
+        self.sampler = EpochSampler(len(images), seed)
+        self.loader = DataLoader(
+            AugmentedImages(images, build_image_transform(augment, mean, std), seed),
+            batch_size=batch_size,
+            sampler=self.sampler,
+            # BatchNorm fails on a batch of one and a tiny last batch skews its statistics.
+            drop_last=len(images) > batch_size,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            pin_memory=pin_memory,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.epoch = epoch
+        return iter(self.loader)
 
 
-def make_train_loader(
-    images: ImageSet, transform, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False
-) -> DataLoader:
-    """A shuffled, seeded loader that drops the last partial batch (BatchNorm dislikes size-1 batches)."""
-    generator = torch.Generator().manual_seed(seed)
-    drop_last = len(images) > batch_size
-    return DataLoader(
-        AugmentedImages(images, transform),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
-        worker_init_fn=_reseed_worker_transform if num_workers > 0 else None,
-        generator=generator,
-    )
+class DeviceFeeder:
+    """The whole split as one uint8 tensor on the device; crop and flip as batched tensor ops.
 
+    The fast path for GPUs (no loader processes, no host-to-device copies per batch);
+    albumentations-only transforms (affine, erasing) are not available here.
+    """
 
-def make_eval_tensors(images: ImageSet, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised NCHW float tensors and int64 labels for a whole split (no augmentation)."""
-    x = torch.from_numpy(images.images).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t, torch.from_numpy(images.labels.astype(np.int64))
+    def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
+                 device: torch.device) -> None:
+        self.images = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.from_numpy(images.labels.astype(np.int64)).to(device)
+        self.augment, self.mean, self.std = augment, mean, std
+        self.batch_size, self.seed = batch_size, seed
+        self.batches = max(len(images) // batch_size, 1)  # drop the partial batch, as the loader does
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = epoch_order(len(self.labels), self.seed, epoch).to(self.labels.device)
+        for step in range(self.batches):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            batch = normalise(self.images[index], self.mean, self.std)
+            a = self.augment
+            batch = crop_flip_batch(batch, a.crop_padding, a.hflip, a.border_mode, derive_seed(self.seed, epoch, step))
+            yield batch, self.labels[index]

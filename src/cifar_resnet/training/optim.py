@@ -1,41 +1,33 @@
-"""Optimiser and learning-rate schedule."""
+"""Optimisers over parameter groups (weight decay and LR scale per group)."""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import torch
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:
+    """Trainable parameters in groups; with decay_norm_and_bias=False, BatchNorm weights and all
+    biases (every 1-D parameter) get no weight decay, a common refinement for ResNets."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": [p for _, p in trainable], "weight_decay": weight_decay}]
+    decayed = [p for _, p in trainable if p.ndim > 1]
+    exempt = [p for _, p in trainable if p.ndim <= 1]
+    return [g for g in ({"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}) if g["params"]]
+
+
 def build_optimizer(
-    model: torch.nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9, nesterov: bool = True
+    groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True
 ) -> torch.optim.Optimizer:
-    """SGD (with momentum/Nesterov), Adam or AdamW over all parameters."""
-    params = model.parameters()
+    """SGD (momentum, Nesterov), Adam or AdamW. A group's optional `lr_scale` multiplies `lr` for it
+    (schedules keep that ratio), e.g. a slower pretrained backbone."""
+    groups = [dict(g, lr=lr * g.get("lr_scale", 1.0)) for g in groups]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}")
-
-
-def build_onecycle(
-    optimizer: torch.optim.Optimizer,
-    max_lr: float,
-    epochs: int,
-    steps_per_epoch: int,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
-) -> torch.optim.lr_scheduler.OneCycleLR:
-    """OneCycleLR stepped once per batch: warm up from max_lr/div_factor, anneal to max_lr/div_factor/final_div_factor."""
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=max_lr,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        pct_start=pct_start,
-        div_factor=div_factor,
-        final_div_factor=final_div_factor,
-        anneal_strategy="cos",
-    )
