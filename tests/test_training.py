@@ -291,3 +291,17 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a loadable checkpoint"):
         load_checkpoint(path)
+
+
+def test_per_image_reseeding_repeats_draws_and_varies_between_images():
+    from cifar_resnet.training.feeding import AugmentedImages
+    from cifar_resnet.training import build_image_transform
+
+    images = toy_images(4)
+    cfg = train_cfg(augment={"affine": {"p": 1.0}, "erasing": {"p": 1.0}})
+    dataset = AugmentedImages(images, build_image_transform(cfg.augment, [0.5] * 3, [0.25] * 3), seed=7)
+    first = [dataset[(1, i)][0] for i in range(4)]
+    shuffled_order = [dataset[(1, i)][0] for i in (3, 1, 0, 2)]
+    assert all(torch.equal(first[i], shuffled_order[j]) for j, i in enumerate((3, 1, 0, 2)))
+    same_image_other_epoch = dataset[(2, 0)][0]
+    assert not torch.equal(first[0], same_image_other_epoch)

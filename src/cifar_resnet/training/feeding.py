@@ -7,6 +7,7 @@ augmentation depend only on (seed, epoch), so a resumed run sees the same batche
 
 from __future__ import annotations
 
+import random
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -64,15 +65,24 @@ class AugmentedImages(Dataset):
 
     def __init__(self, images: ImageSet, transform, seed: int) -> None:
         self.images, self.transform, self.seed = images, transform, seed
+        # One NumPy and one Python generator shared by every step of the pipeline, reseeded
+        # in place per image: a tenth of the cost of transform.set_random_seed(), which
+        # builds fresh generators for each step (it was 40% of the loader's time).
+        self._numpy_rng, self._python_rng = np.random.default_rng(seed), random.Random(seed)
+        transform.set_random_state(self._numpy_rng, self._python_rng)
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def reseed(self, seed: int) -> None:
+        self._numpy_rng.bit_generator.state = np.random.PCG64(seed).state
+        self._python_rng.seed(seed)
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         # Reseeding per image makes the draw independent of which worker runs it and of
         # what ran before: the basis of exact resumption.
-        self.transform.set_random_seed(derive_seed(self.seed, epoch, index))
+        self.reseed(derive_seed(self.seed, epoch, index))
         image = self.transform(image=self.images.images[index])["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.images.labels[index])
 

@@ -1,0 +1,103 @@
+"""Training throughput: the full feeding + training step against the bare model step.
+
+    python benchmarks/train_throughput.py                      # ResNet18 width 16, CPU
+    python benchmarks/train_throughput.py --arch resnet34 --width 64 --device cuda --workers 8
+
+Prints images/s of (1) the loader alone with seed 001's full augmentation, (2) the bare
+forward/backward/step on pre-made batches, (3) the real `train_one_epoch` fed by the
+loader (augmentation, CutMix, progress bar, metrics), and the ratio (3)/(2). It prints
+figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from cifar_resnet.config import validate_params
+from cifar_resnet.data.shapes import generate_shapes
+from cifar_resnet.models import build_model
+from cifar_resnet.training import (
+    DeviceFeeder, LoaderFeeder, build_optimizer, build_schedule, channel_stats, parameter_groups, train_one_epoch,
+)
+
+SEED001_AUGMENT = {
+    "crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
+    "erasing": {"p": 0.3}, "cutmix": {"p": 0.3},
+}
+
+
+def images_per_second(fn, images: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--on-device", action="store_true", help="feed from the device (crop/flip/CutMix only)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    augment = dict(SEED001_AUGMENT)
+    if args.on_device:
+        augment.update(affine={"p": 0.0}, erasing={"p": 0.0})
+    cfg = validate_params({"train": {"epochs": 1, "batch_size": args.batch, "augment": augment, "scheduler": "none",
+                                     "num_workers": args.workers, "data_on_device": args.on_device}}).train
+    train, _, classes = generate_shapes(args.images, 10, seed=0)
+    mean, std = channel_stats(train.images)
+    if args.on_device:
+        feeder = DeviceFeeder(train, cfg.augment, mean, std, args.batch, seed=0, device=device)
+    else:
+        feeder = LoaderFeeder(train, cfg.augment, mean, std, args.batch, seed=0, num_workers=args.workers,
+                              pin_memory=device.type == "cuda")
+    steps = len(feeder)
+    images = steps * args.batch
+    model = build_model(args.arch, len(classes), width=args.width).to(device)
+    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), "sgd", 0.01)
+    schedule = build_schedule(optimizer, cfg, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    # Warm up: worker start-up, allocator, kernels.
+    list(feeder.epoch(0))
+    train_one_epoch(model, feeder.epoch(0), steps, optimizer, schedule, scaler, cfg, device, 0, 0)
+    sync()
+
+    loader_rate = images_per_second(lambda: [b for b in feeder.epoch(1)], images)
+    batches = [(x.to(device), y.to(device)) for x, y in feeder.epoch(2)]
+
+    def bare() -> None:
+        model.train()
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        sync()
+
+    def full() -> None:
+        train_one_epoch(model, feeder.epoch(3), steps, optimizer, schedule, scaler, cfg, device, 0, 3)
+        sync()
+
+    bare_rate = images_per_second(bare, images)
+    full_rate = images_per_second(full, images)
+    print(f"{args.arch} width {args.width}, batch {args.batch}, {images} images, device {device}, "
+          f"{'on-device feeding' if args.on_device else f'{args.workers} loader workers'}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"loader alone (seed-001 augmentation): {loader_rate:9.1f} images/s")
+    print(f"bare model step:                      {bare_rate:9.1f} images/s")
+    print(f"full training step:                   {full_rate:9.1f} images/s")
+    print(f"ratio full / bare:                    {full_rate / bare_rate:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
