@@ -177,15 +177,35 @@ class Params(_Section):
     gradcam: GradcamParams = GradcamParams()
 
 
-def _describe(error: dict[str, Any]) -> str:
-    """One line for one pydantic error: the dotted key, the value given, what is allowed."""
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        return f"unknown key {key!s} (check the spelling; see params.yaml for the valid keys)"
-    if error["type"] == "value_error":
-        return f"{key}: {message.removeprefix('Value error, ')}"
-    return f"{key} = {error['input']!r}: {message}"
+def _field_path(loc: tuple) -> str:
+    """The dotted params key of an error location, without pydantic's union-branch tags."""
+    model: Any = Params
+    parts = []
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if isinstance(part, str) and part in fields:
+            parts.append(part)
+            model = fields[part].annotation
+        elif isinstance(part, int):
+            parts.append(str(part))  # an item of a list value
+        else:
+            break
+    return ".".join(parts)
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    """One line for the first problem: the dotted key, the value given, what is allowed."""
+    first = errors[0]
+    if first["type"] == "extra_forbidden":
+        key = ".".join(str(part) for part in first["loc"])
+        return f"unknown key {key} (check the spelling; see params.yaml for the valid keys)"
+    key = _field_path(first["loc"]) or "(top level)"
+    if first["type"] == "value_error":
+        return f"{key}: {first['msg'].removeprefix('Value error, ')}"
+    # A value rejected by every branch of a union yields one error per branch: merge them.
+    same_key = [e["msg"] for e in errors if _field_path(e["loc"]) == key and e["type"] != "extra_forbidden"]
+    allowed = " or ".join([same_key[0]] + [m.removeprefix("Input should be ") for m in same_key[1:]])
+    return f"{key} = {first['input']!r}: {allowed}"
 
 
 def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
@@ -195,10 +215,11 @@ def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        more = len(err.errors()) - 1
+        errors = err.errors()
+        problems = {_field_path(e["loc"]) if e["type"] != "extra_forbidden" else e["loc"] for e in errors}
+        more = len(problems) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise UserError(f"{origin}: {_describe(first)}{suffix}") from None
+        raise UserError(f"{origin}: {_describe(errors)}{suffix}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
