@@ -20,3 +20,32 @@ def run_stage(tmp_path):
         )
 
     return run
+
+
+def dvc(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The real dvc CLI in `workdir`, running that copy's own library code."""
+    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
+    result = subprocess.run(["dvc", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def smoke_template(tmp_path_factory) -> Path:
+    """The smoke pipeline, run once per test session with scripts/smoke.py (results committed)."""
+    workdir = tmp_path_factory.mktemp("smoke-template") / "repo"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "smoke.py"), "--workdir", str(workdir)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    return workdir
+
+
+@pytest.fixture
+def smoke_copy(smoke_template, tmp_path) -> Path:
+    """A private copy of the smoke repository (git history, DVC cache and outputs included)."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(smoke_template, copy, symlinks=True)
+    return copy
