@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,16 @@ def check_consistency(cfg, train_size: int, val_size: int) -> None:
             raise UserError(f"{setting} needs a validation split, but data.val_fraction leaves it empty")
 
 
+class _Silent:
+    """Stands in for dvclive's Live on processes other than rank 0."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def main() -> None:
     args = parse_args()
     params = load_params()
@@ -61,6 +72,13 @@ def main() -> None:
     train_set = load_imageset(args.data / "train.npz", num_classes=len(classes))
     val_set = load_imageset(args.data / "val.npz", num_classes=len(classes))
     check_consistency(cfg, len(train_set), len(val_set))
+
+    from cifar_resnet.distributed import init_distributed, launched_by_torchrun, run_under_torchrun, shutdown
+
+    if cfg.nproc > 1 and not launched_by_torchrun():
+        # Data-parallel training: run this same stage under torchrun, one process per device.
+        print(f"launching {cfg.nproc} processes with torchrun", flush=True)
+        sys.exit(run_under_torchrun(cfg.nproc, sys.argv))
 
     # Heavy imports after the cheap checks, so a user mistake fails fast.
     import torch
@@ -74,6 +92,11 @@ def main() -> None:
 
     seed_everything(params.seed)
     device = select_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.active:
+        device = torch.device("cuda", dist_info.local_rank)
+    main_process = dist_info.is_main
+    batch_size = cfg.batch_size // dist_info.world_size  # batch_size is the global batch
     mean, std = channel_stats(train_set.images)
     model_config = {
         **params.model.model_dump(),
@@ -86,31 +109,35 @@ def main() -> None:
     model = build_model(
         params.model.arch, len(classes), width=params.model.width, stem=params.model.stem, dropout=params.model.dropout
     ).to(device)
+    shard = {"rank": dist_info.rank, "world_size": dist_info.world_size}
     if cfg.data_on_device:
-        feeder = DeviceFeeder(train_set, cfg.augment, mean, std, cfg.batch_size, params.seed, device)
+        feeder = DeviceFeeder(train_set, cfg.augment, mean, std, batch_size, params.seed, device, **shard)
     else:
-        feeder = LoaderFeeder(train_set, cfg.augment, mean, std, cfg.batch_size, params.seed,
-                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+        feeder = LoaderFeeder(train_set, cfg.augment, mean, std, batch_size, params.seed,
+                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
     val_x, val_y = make_eval_tensors(val_set, mean, std)
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov)
     schedule = build_schedule(optimizer, cfg, len(feeder))
     run_hash = params_hash(params)
     resume, decision = resumable_checkpoint(args.checkpoints, run_hash)
-    if resume is None and args.checkpoints.exists():
+    if resume is None and args.checkpoints.exists() and main_process:
         # Stale checkpoints of another configuration must not pass for this run's.
         for stale in args.checkpoints.glob("*.pt"):
             stale.unlink()
-    print(
-        f"{params.model.arch} (width {params.model.width}, {params.model.stem} stem): "
-        f"{count_parameters(model):,} parameters on {device}; {len(train_set)} train / {len(val_set)} val images; "
-        f"{decision}"
-    )
+    if main_process:
+        processes = f" x {dist_info.world_size} processes" if dist_info.active else ""
+        print(
+            f"{params.model.arch} (width {params.model.width}, {params.model.stem} stem): "
+            f"{count_parameters(model):,} parameters on {device}{processes}; "
+            f"{len(train_set)} train / {len(val_set)} val images; {decision}"
+        )
 
     started = time.perf_counter()
     # resume=False: dvclive starts empty and every epoch is re-logged from the checkpoint's
     # history, so the curves never duplicate or miss an epoch, however the last run ended.
-    with Live(str(args.live), dvcyaml=False, save_dvc_exp=False) as live:
+    # Only rank 0 logs; the other processes get a logger-shaped no-op.
+    with (Live(str(args.live), dvcyaml=False, save_dvc_exp=False) if main_process else _Silent()) as live:
 
         def log_epoch(result) -> None:
             live.step = result.epoch  # x axis = epoch; 0 is the untrained baseline
@@ -130,13 +157,16 @@ def main() -> None:
             outcome = fit(
                 model, feeder, val_x, val_y, optimizer, schedule, cfg, device, args.checkpoints, params.seed,
                 run_info={"model_config": model_config, "params_hash": run_hash},
-                on_epoch_end=log_epoch, resume=resume,
+                on_epoch_end=log_epoch if main_process else None, resume=resume, dist_info=dist_info,
             )
         except KeyboardInterrupt:
             last = resumable_checkpoint(args.checkpoints, run_hash)[0]
             done = f"after epoch {last['epoch']}" if last else "before the first epoch"
             raise UserError(f"interrupted {done}; run `dvc repro` again to resume") from None
 
+    shutdown(dist_info)
+    if not main_process:
+        return
     # The final model is the best epoch's weights (by validation accuracy), as the seeds keep.
     best = load_checkpoint(args.checkpoints / "best.pt")
     model.load_state_dict(best["model"])

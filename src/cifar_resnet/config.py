@@ -134,6 +134,7 @@ class TrainParams(_Section):
     data_on_device: bool = False
     num_workers: int = Field(2, ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc: int = Field(1, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainParams":
@@ -141,6 +142,8 @@ class TrainParams(_Section):
             raise ValueError("nesterov needs momentum > 0 (set train.momentum or train.nesterov: false)")
         if self.scheduler == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves no epochs to anneal (epochs = {self.epochs})")
+        if self.batch_size % self.nproc:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over nproc = {self.nproc} processes")
         if self.data_on_device and (self.augment.affine.p > 0 or self.augment.erasing.p > 0):
             raise ValueError(
                 "data_on_device applies crop, flip, CutMix and MixUp only; set augment.affine.p and "

@@ -47,17 +47,28 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
 
 
-class EpochSampler(Sampler):
-    """Yields (epoch, index) pairs, so each image's augmentation can be seeded by its epoch and index."""
+def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This process's share of an epoch: every world_size-th image, equal counts on every rank."""
+    usable = len(order) - len(order) % world_size
+    return order[rank:usable:world_size]
 
-    def __init__(self, n: int, seed: int) -> None:
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) pairs, so each image's augmentation can be seeded by its epoch and index.
+
+    In data-parallel training each process gets its own shard of the same epoch order.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 1
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, int(i)) for i in epoch_order(self.n, self.seed, self.epoch)])
+        order = shard(epoch_order(self.n, self.seed, self.epoch), self.rank, self.world_size)
+        return iter([(self.epoch, int(i)) for i in order])
 
 
 class AugmentedImages(Dataset):
@@ -91,14 +102,14 @@ class LoaderFeeder:
     """Batches from a DataLoader: albumentations in worker processes, pinned memory for CUDA."""
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
-                 num_workers: int = 0, pin_memory: bool = False) -> None:
-        self.sampler = EpochSampler(len(images), seed)
+                 num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.sampler = EpochSampler(len(images), seed, rank, world_size)
         self.loader = DataLoader(
             AugmentedImages(images, build_image_transform(augment, mean, std), seed),
             batch_size=batch_size,
             sampler=self.sampler,
             # BatchNorm fails on a batch of one and a tiny last batch skews its statistics.
-            drop_last=len(images) > batch_size,
+            drop_last=len(self.sampler) > batch_size,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             pin_memory=pin_memory,
@@ -120,21 +131,24 @@ class DeviceFeeder:
     """
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, rank: int = 0, world_size: int = 1) -> None:
         self.images = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(images.labels.astype(np.int64)).to(device)
         self.augment, self.mean, self.std = augment, mean, std
-        self.batch_size, self.seed = batch_size, seed
-        self.batches = max(len(images) // batch_size, 1)  # drop the partial batch, as the loader does
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        # Drop the partial batch, as the loader does.
+        self.batches = max(len(images) // world_size // batch_size, 1)
 
     def __len__(self) -> int:
         return self.batches
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = epoch_order(len(self.labels), self.seed, epoch).to(self.labels.device)
+        order = shard(epoch_order(len(self.labels), self.seed, epoch), self.rank, self.world_size)
+        order = order.to(self.labels.device)
         for step in range(self.batches):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             batch = normalise(self.images[index], self.mean, self.std)
             a = self.augment
-            batch = crop_flip_batch(batch, a.crop_padding, a.hflip, a.border_mode, derive_seed(self.seed, epoch, step))
+            seed = derive_seed(self.seed, epoch, step, self.rank)
+            batch = crop_flip_batch(batch, a.crop_padding, a.hflip, a.border_mode, seed)
             yield batch, self.labels[index]

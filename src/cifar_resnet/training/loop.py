@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainParams
+from ..distributed import DistInfo, sum_across_ranks, sync_buffers
 from ..errors import UserError
 from .augment import derive_seed, mix_batch
 from .checkpoint import save_checkpoint
@@ -120,10 +121,12 @@ def train_one_epoch(
     epoch: int,
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
+    dist_info: DistInfo = DistInfo(),
 ) -> tuple[float, float, float]:
     """One pass over the batches; returns (mean loss, accuracy, last learning rate used).
 
-    Under CutMix/MixUp the loss and accuracy count each target by its mixing share.
+    Under CutMix/MixUp the loss and accuracy count each target by its mixing share. In
+    data-parallel training they are summed over all processes' shards.
     """
     from tqdm import tqdm
 
@@ -132,13 +135,14 @@ def train_one_epoch(
     lr = optimizer.param_groups[0]["lr"]
     augment = cfg.augment
     # disable=None: a live bar on a terminal, silence in logs and tests.
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None, unit="batch")
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=None if dist_info.is_main else True, unit="batch")
     for step, (images, labels) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        batch = mix_batch(images, labels, augment.cutmix, augment.mixup, derive_seed(seed, epoch, step, 1))
+        batch = mix_batch(images, labels, augment.cutmix, augment.mixup, derive_seed(seed, epoch, step, 1, dist_info.rank))
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(batch.images)
             smoothing = cfg.label_smoothing
@@ -165,6 +169,7 @@ def train_one_epoch(
         correct += hits
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    total_loss, correct, seen = sum_across_ranks([total_loss, correct, seen], dist_info, device)
     return total_loss / max(seen, 1), correct / max(seen, 1), lr
 
 
@@ -228,6 +233,7 @@ def fit(
     on_epoch_end: Optional[Callable[[EpochResult], None]] = None,
     resume: Optional[dict[str, Any]] = None,
     eval_batch_size: int = 256,
+    dist_info: DistInfo = DistInfo(),
 ) -> FitOutcome:
     """Train for cfg.epochs (or until a stopping rule fires), checkpointing every epoch.
 
@@ -237,6 +243,10 @@ def fit(
     of this same configuration: training continues after its epoch, and since every
     epoch's randomness derives from (seed, epoch), the result equals an uninterrupted run.
     `on_epoch_end` sees every epoch, the restored ones first.
+
+    In data-parallel training (dist_info.active) the model is wrapped in
+    DistributedDataParallel; every process evaluates the same full validation split with
+    identical weights, so all take the same stopping decisions; only rank 0 checkpoints.
     """
     checkpoint_dir = Path(checkpoint_dir)
     run_info = run_info or {}
@@ -247,7 +257,13 @@ def fit(
     stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    trainable = torch.compile(model) if cfg.compile else model
+    trainable = model
+    if dist_info.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        trainable = torch.compile(trainable)
 
     state = _RunState()
     if resume is not None:
@@ -270,12 +286,14 @@ def fit(
         if state.stop_reason:
             break
         # Dropout and anything else drawing from torch's global RNG: seeded by epoch, so resumable.
-        torch.manual_seed(derive_seed(seed, epoch, 2))
+        torch.manual_seed(derive_seed(seed, epoch, 2, dist_info.rank))
         train_loss, train_acc, lr = train_one_epoch(
             trainable, feeder.epoch(epoch), len(feeder), optimizer, schedule, scaler, cfg, device, seed, epoch,
-            amp_dtype, channels_last,
+            amp_dtype, channels_last, dist_info,
         )
-        logits = evaluate_logits(trainable, val_images, eval_batch_size, device, channels_last)
+        # The bare model, not the DDP wrapper: evaluation needs no gradient synchronisation.
+        sync_buffers(model, dist_info)
+        logits = evaluate_logits(model, val_images, eval_batch_size, device, channels_last)
         val_loss, val_acc = loss_and_accuracy(logits, val_labels)
         schedule.after_epoch(val_loss)
         result = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, lr)
@@ -288,6 +306,8 @@ def fit(
         improved = _score(result) > best_score
         if improved:
             best_score, state.best_epoch = _score(result), epoch
+        if not dist_info.is_main:
+            continue
         snapshot = _checkpoint(model, optimizer, schedule, scaler, stopper, state, run_info)
         if improved:
             save_checkpoint(checkpoint_dir / "best.pt", snapshot)
