@@ -1,7 +1,9 @@
 """Stage `train`: build the ResNet from `model.*`, train it with `train.*`, log with dvclive.
 
-Outputs: the final model (weights + JSON config), checkpoints (best, last, every N
-epochs; kept between runs so an interrupted run resumes), the dvclive folder.
+Outputs: the final model (weights + JSON config), the baseline model (the weights before
+the first update: random or pretrained, for the evaluate stage's comparison), the model
+summary metrics, checkpoints (best, last, every N epochs; kept between runs so an
+interrupted run resumes), the dvclive folder.
 """
 
 import argparse
@@ -22,6 +24,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True, help="final weights (.pt)")
     parser.add_argument("--config", type=Path, required=True, help="final model's architecture config (.json)")
+    parser.add_argument("--baseline", type=Path, required=True, help="weights before training (.pt), same config")
+    parser.add_argument("--summary", type=Path, required=True, help="model summary metrics (.json)")
     parser.add_argument("--checkpoints", type=Path, required=True, help="folder for best.pt, last.pt, epoch_NNN.pt")
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
     return parser.parse_args()
@@ -84,7 +88,8 @@ def main() -> None:
     import torch
     from dvclive import Live
 
-    from cifar_resnet.models import build_model, count_parameters, save_model
+    from cifar_resnet.fileio import write_json
+    from cifar_resnet.models import backbone_lr_scale, model_summary, prepare_model, save_model, save_weights
     from cifar_resnet.training import (
         DeviceFeeder, LoaderFeeder, build_optimizer, build_schedule, channel_stats, fit, load_checkpoint,
         make_eval_tensors, parameter_groups, resumable_checkpoint, seed_everything, select_device,
@@ -98,17 +103,18 @@ def main() -> None:
     main_process = dist_info.is_main
     batch_size = cfg.batch_size // dist_info.world_size  # batch_size is the global batch
     mean, std = channel_stats(train_set.images)
-    model_config = {
-        **params.model.model_dump(),
-        "blocks": None,
-        "num_classes": len(classes),
-        "classes": classes,
-        "mean": mean,
-        "std": std,
-    }
-    model = build_model(
-        params.model.arch, len(classes), width=params.model.width, stem=params.model.stem, dropout=params.model.dropout
-    ).to(device)
+    model_config = {**params.model.model_dump(), "num_classes": len(classes), "classes": classes, "mean": mean, "std": std}
+    # Built right after seeding, before any checkpoint is loaded: the same weights on every
+    # run of this configuration, so the baseline is the true starting point even on resume.
+    prepared = prepare_model(params.model, len(classes))
+    model = prepared.model
+    if main_process:
+        for note in prepared.notes:
+            print(note)
+        summary = model_summary(model)
+        save_weights(args.baseline, model)
+        write_json(args.summary, {"model": summary})
+    model = model.to(device)
     shard = {"rank": dist_info.rank, "world_size": dist_info.world_size}
     if cfg.data_on_device:
         feeder = DeviceFeeder(train_set, cfg.augment, mean, std, batch_size, params.seed, device, **shard)
@@ -116,7 +122,8 @@ def main() -> None:
         feeder = LoaderFeeder(train_set, cfg.augment, mean, std, batch_size, params.seed,
                               num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
     val_x, val_y = make_eval_tensors(val_set, mean, std)
-    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    lr_scale = backbone_lr_scale(prepared.backbone, cfg.backbone_lr_scale) if cfg.backbone_lr_scale != 1.0 else None
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale)
     optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov)
     schedule = build_schedule(optimizer, cfg, len(feeder))
     run_hash = params_hash(params)
@@ -129,7 +136,8 @@ def main() -> None:
         processes = f" x {dist_info.world_size} processes" if dist_info.active else ""
         print(
             f"{params.model.arch} (width {params.model.width}, {params.model.stem} stem): "
-            f"{count_parameters(model):,} parameters on {device}{processes}; "
+            f"{summary['params']:,} parameters ({summary['trainable_params']:,} trainable), "
+            f"{summary['macs'] / 1e6:,.1f} M multiply-adds per image, on {device}{processes}; "
             f"{len(train_set)} train / {len(val_set)} val images; {decision}"
         )
 

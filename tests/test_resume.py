@@ -34,7 +34,8 @@ def workdir(tmp_path_factory):
 
 def train_command(name):
     return [sys.executable, str(REPO / "stages" / "train.py"), "--data", "prepared", "--model", f"{name}/model.pt",
-            "--config", f"{name}/model.json", "--checkpoints", f"{name}/checkpoints", "--live", f"{name}/live"]
+            "--config", f"{name}/model.json", "--baseline", f"{name}/baseline.pt", "--summary", f"{name}/summary.json",
+            "--checkpoints", f"{name}/checkpoints", "--live", f"{name}/live"]
 
 
 def env():

@@ -34,7 +34,8 @@ def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, ru
     args = {
         "download": ["--out", "raw"],
         "split": ["--raw", "raw", "--out", "prepared"],
-        "train": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--checkpoints", "ck", "--live", "live"],
+        "train": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt", "--summary", "s.json",
+                  "--checkpoints", "ck", "--live", "live"],
         "evaluate": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "e.json", "--plots", "pl"],
         "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--metrics", "x.json"],
         "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc"],
@@ -75,7 +76,7 @@ def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
                  train={"batch_size": 512})
     assert run_stage("download", "--out", "raw").returncode == 0
     assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
-    result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json",
-                       "--checkpoints", "ck", "--live", "live")
+    result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt",
+                       "--summary", "s.json", "--checkpoints", "ck", "--live", "live")
     assert_clean_failure(result, "train.batch_size = 512 is larger than the 90 training images")
-    assert not any((tmp_path / name).exists() for name in ("m.pt", "m.json", "ck", "live"))
+    assert not any((tmp_path / name).exists() for name in ("m.pt", "m.json", "b.pt", "s.json", "ck", "live"))

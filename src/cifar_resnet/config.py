@@ -7,7 +7,7 @@ values) as arguments and never reads params.yaml itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,6 +46,11 @@ class ModelParams(_Section):
     width: int = Field(64, ge=1, le=1024)
     stem: Literal["cifar", "imagenet"] = "cifar"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # Per-stage block counts overriding the arch's layout, e.g. [5, 5, 5, 5] (seed 001).
+    blocks: Optional[Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=4, max_length=4)]] = None
+    block_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pretrained: Optional[str] = None  # null | imagenet | path to a state dict
+    freeze: Literal["none", "backbone"] = "none"
 
 
 class AffineParams(_Section):
@@ -112,6 +117,7 @@ class TrainParams(_Section):
     nesterov: bool = True
     max_lr: float = Field(0.1, gt=0.0, le=10.0)
     weight_decay: float = Field(5.0e-4, ge=0.0)
+    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # LR multiplier of a pretrained backbone (seed 002)
     decay_norm_and_bias: bool = True
     l1: float = Field(0.0, ge=0.0)
     scheduler: Literal["onecycle", "step", "plateau", "cosine", "none"] = "onecycle"
@@ -154,18 +160,23 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1)
+    tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
+    calibration_bins: int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
+    wrong_images: int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
 
 
 class ExportParams(_Section):
     parity_images: int = Field(64, ge=1)
     tolerance: float = Field(1.0e-4, gt=0.0)
-    latency_batch: int = Field(1, ge=1)
+    latency_batches: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1, 64], min_length=1)
     warmup: int = Field(5, ge=0)
     repeats: int = Field(30, ge=1)
+    onnx: bool = True  # also export ONNX and time it with onnxruntime
 
 
 class GradcamParams(_Section):
-    images: int = Field(6, ge=1, le=64)
+    images: int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
+    score_images: int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     target_layer: str = "layer4"
 

@@ -14,7 +14,7 @@ from .cifar import (
 )
 from .digits import DIGIT_CLASSES, load_digits32
 from .shapes import SHAPE_CLASSES, SHAPES_SPEC, build_shapes_archive, generate_shapes
-from .sources import DATASETS, load_raw_dataset
+from .sources import DATASETS, NUM_CLASSES, load_raw_dataset
 from .split import prepare_splits, stratified_cap, stratified_split
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "CIFAR_ARCHIVES",
     "DATASETS",
     "DIGIT_CLASSES",
+    "NUM_CLASSES",
     "ImageSet",
     "SHAPES_SPEC",
     "SHAPE_CLASSES",

@@ -12,6 +12,8 @@ from .digits import load_digits32
 from .shapes import SHAPES_SPEC, build_shapes_archive
 
 DATASETS = ("cifar10", "cifar100", "shapes", "digits")
+# Class counts known before any data is read (for model summaries; the stages use classes.json).
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "shapes": 10, "digits": 10}
 
 
 def load_raw_dataset(

@@ -1,6 +1,7 @@
-"""ResNet architectures and the final-model file format."""
+"""ResNet architectures, pretrained weights, model summaries and the final-model file format."""
 
-from .io import load_model, save_model
+from .io import load_model, save_model, save_weights
+from .pretrained import IMAGENET, imagenet_file, load_pretrained, transfer_state
 from .resnet import (
     ARCHITECTURES,
     BasicBlock,
@@ -10,15 +11,30 @@ from .resnet import (
     count_parameters,
     list_models,
 )
+from .summary import format_table, layer_table, model_summary
+from .transfer import PreparedModel, backbone_lr_scale, backbone_modules, freeze_backbone, prepare_model
 
 __all__ = [
     "ARCHITECTURES",
+    "IMAGENET",
     "BasicBlock",
     "Bottleneck",
+    "PreparedModel",
     "ResNet",
+    "backbone_lr_scale",
+    "backbone_modules",
     "build_model",
     "count_parameters",
+    "format_table",
+    "freeze_backbone",
+    "imagenet_file",
+    "layer_table",
     "list_models",
     "load_model",
+    "load_pretrained",
+    "model_summary",
+    "prepare_model",
     "save_model",
+    "save_weights",
+    "transfer_state",
 ]

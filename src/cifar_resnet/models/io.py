@@ -15,16 +15,21 @@ from .resnet import ResNet, build_model
 
 # Which stage writes the final model, for "not found" messages.
 PRODUCER = "train"
-_BUILD_KEYS = ("arch", "num_classes", "width", "stem", "dropout", "blocks")
+_BUILD_KEYS = ("arch", "num_classes", "width", "stem", "dropout", "blocks", "block_dropout")
 
 
 def save_model(weights_path: str | Path, config_path: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
     """Write the state_dict (torch.save) and `config` (JSON), each atomically."""
+    save_weights(weights_path, model)
+    write_json(config_path, config)
+
+
+def save_weights(weights_path: str | Path, model: nn.Module) -> None:
+    """Write the state_dict alone, atomically: other weights for a config already written."""
     # CPU tensors so the file loads on any machine, whatever device trained it.
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     with atomic_path(weights_path) as tmp:
         torch.save(state, tmp)
-    write_json(config_path, config)
 
 
 def load_model(

@@ -1,7 +1,8 @@
 """ResNet-18/34/50 for 32x32 images, with torchvision's module and parameter names.
 
 The names match torchvision.models.resnet exactly, so with stem="imagenet" and width=64
-a torchvision state_dict loads into these models (and vice versa) unchanged.
+a torchvision state_dict loads into these models (and vice versa) unchanged. Dropout, in
+the blocks or before the classifier, is stateless and adds no state_dict keys.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -27,12 +29,16 @@ def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or projected) shortcut."""
+    """Two 3x3 convolutions with an identity (or projected) shortcut; `block_dropout` drops
+    activations between the two convolutions (as in wide ResNets) while training."""
 
     expansion: int = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None, block_dropout: float = 0.0
+    ) -> None:
         super().__init__()
+        self.block_dropout = block_dropout  # a plain float: no module, no state_dict key
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -44,6 +50,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
+        if self.block_dropout > 0.0:
+            out = F.dropout(out, p=self.block_dropout, training=self.training)
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(x)
@@ -51,12 +59,16 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided, as in torchvision "ResNet v1.5"), 1x1 expand by 4."""
+    """1x1 reduce, 3x3 (strided, as in torchvision "ResNet v1.5"), 1x1 expand by 4;
+    `block_dropout` drops activations before the expanding 1x1 convolution while training."""
 
     expansion: int = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None, block_dropout: float = 0.0
+    ) -> None:
         super().__init__()
+        self.block_dropout = block_dropout  # a plain float: no module, no state_dict key
         self.conv1 = _conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = _conv3x3(planes, planes, stride)
@@ -71,6 +83,8 @@ class Bottleneck(nn.Module):
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
+        if self.block_dropout > 0.0:
+            out = F.dropout(out, p=self.block_dropout, training=self.training)
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(x)
@@ -81,7 +95,14 @@ Block = Union[type[BasicBlock], type[Bottleneck]]
 
 
 class ResNet(nn.Module):
-    """A four-stage ResNet; `stem` picks the CIFAR (3x3, no pool) or ImageNet (7x7 + pool) entry."""
+    """A four-stage ResNet; `stem` picks the CIFAR (3x3, no pool) or ImageNet (7x7 + pool) entry.
+
+    `frozen_modules` names top-level children kept in eval mode even when the model trains
+    (set by `freeze_backbone`): frozen BatchNorm layers then keep their running statistics.
+    """
+
+    # Python-side training state, not part of the TorchScript model.
+    __jit_ignored_attributes__ = ["frozen_modules"]
 
     def __init__(
         self,
@@ -91,9 +112,12 @@ class ResNet(nn.Module):
         width: int = 64,
         stem: str = "cifar",
         dropout: float = 0.0,
+        block_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_args(layers, num_classes, width, stem, dropout)
+        _check_args(layers, num_classes, width, stem, dropout, block_dropout)
+        self.frozen_modules: tuple[str, ...] = ()
+        self.block_dropout = block_dropout
         self.inplanes = width
         if stem == "cifar":
             # 32x32 inputs cannot afford a 4x downsampling before the first stage.
@@ -121,9 +145,9 @@ class ResNet(nn.Module):
                 _conv1x1(self.inplanes, planes * block.expansion, stride),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [block(self.inplanes, planes, stride, downsample, self.block_dropout)]
         self.inplanes = planes * block.expansion
-        layers.extend(block(self.inplanes, planes) for _ in range(1, blocks))
+        layers.extend(block(self.inplanes, planes, block_dropout=self.block_dropout) for _ in range(1, blocks))
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
@@ -135,6 +159,13 @@ class ResNet(nn.Module):
                 nn.init.constant_(module.weight, 1)
                 nn.init.constant_(module.bias, 0)
 
+    def train(self, mode: bool = True) -> "ResNet":
+        """As nn.Module.train, but the frozen modules stay in eval mode (no BN statistics updates)."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            getattr(self, name).eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -142,7 +173,7 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def _check_args(layers: Sequence[int], num_classes: int, width: int, stem: str, dropout: float) -> None:
+def _check_args(layers: Sequence[int], num_classes: int, width: int, stem: str, dropout: float, block_dropout: float) -> None:
     """Reject impossible shapes up front with one line, not a deep torch error."""
     if stem not in STEMS:
         raise UserError(f"unknown stem {stem!r} (valid: {', '.join(STEMS)})")
@@ -154,6 +185,8 @@ def _check_args(layers: Sequence[int], num_classes: int, width: int, stem: str, 
         raise UserError(f"num_classes must be a positive integer, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {dropout}")
+    if not 0.0 <= block_dropout < 1.0:
+        raise UserError(f"block_dropout must be in [0, 1), got {block_dropout}")
 
 
 ARCHITECTURES: dict[str, tuple[Block, list[int]]] = {
@@ -175,12 +208,13 @@ def build_model(
     stem: str = "cifar",
     dropout: float = 0.0,
     blocks: Optional[Sequence[int]] = None,
+    block_dropout: float = 0.0,
 ) -> ResNet:
     """Build `arch` (optionally with `blocks` overriding its per-stage block counts)."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
     block, layers = ARCHITECTURES[arch]
-    return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout)
+    return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout, block_dropout)
 
 
 def count_parameters(model: nn.Module) -> int:

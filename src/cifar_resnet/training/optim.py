@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:
-    """Trainable parameters in groups; with decay_norm_and_bias=False, BatchNorm weights and all
-    biases (every 1-D parameter) get no weight decay, a common refinement for ResNets."""
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if decay_norm_and_bias:
-        return [{"params": [p for _, p in trainable], "weight_decay": weight_decay}]
-    decayed = [p for _, p in trainable if p.ndim > 1]
-    exempt = [p for _, p in trainable if p.ndim <= 1]
-    return [g for g in ({"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}) if g["params"]]
+def parameter_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    decay_norm_and_bias: bool = True,
+    lr_scale: Optional[Callable[[str], float]] = None,
+) -> list[dict]:
+    """Trainable parameters in groups. With decay_norm_and_bias=False, BatchNorm weights and all
+    biases (every 1-D parameter) get no weight decay, a common refinement for ResNets. `lr_scale`
+    maps a parameter name to an LR multiplier (e.g. 0.1 for a pretrained backbone); parameters
+    with another multiplier go to another group, which carries it as `lr_scale`."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue  # frozen: the optimiser never sees it
+        decayed = decay_norm_and_bias or parameter.ndim > 1
+        scale = lr_scale(name) if lr_scale is not None else 1.0
+        groups.setdefault((decayed, scale), []).append(parameter)
+    return [
+        {"params": params, "weight_decay": weight_decay if decayed else 0.0, **({"lr_scale": scale} if scale != 1.0 else {})}
+        for (decayed, scale), params in groups.items()
+    ]
 
 
 def build_optimizer(
