@@ -1,12 +1,13 @@
-"""Stage `export`: TorchScript traced and scripted models, checked against eager, and timed.
+"""Stage `export`: the model as TorchScript, torch.export and ONNX files, checked against eager, and timed.
 
-Outputs: a folder with traced.pt and scripted.pt (load with torch.jit.load, no project
-code needed) and the full CPU latency table (latency.json, latency.md); a metrics JSON
-with milliseconds per image for each model and the parity check.
+Outputs: a folder with traced.pt and scripted.pt (torch.jit.load), program.pt2
+(torch.export.load(path).module()), model.onnx (onnxruntime; when export.onnx is true),
+preprocess.json (class names, mean/std: all that scripts/predict.py needs besides the
+model), and the CPU latency table (latency.json with its environment, latency.md); a
+compact metrics JSON with ms per image per model and batch size, and the parity check.
 """
 
 import argparse
-import platform
 from pathlib import Path
 
 from cifar_resnet.config import load_params
@@ -20,55 +21,39 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for traced.pt and scripted.pt")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the exported models and latency tables")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     args = parser.parse_args()
     cfg = load_params().export
 
-    import torch
-
     from cifar_resnet.export import (
-        check_parity, latency_markdown, latency_table, max_abs_diff, save_scripted, script_model, trace_model,
+        bf16_skip_reason, check_exports, environment_info, latency_markdown, latency_metrics, latency_models,
+        latency_rows, load_exports, preprocess_info, write_exports,
     )
     from cifar_resnet.models import load_model
     from cifar_resnet.training import make_eval_tensors
 
     # Exported models are CPU deployment artefacts, so they are built and timed on the CPU.
     model, config = load_model(args.model, args.config, device="cpu")
+    preprocess = preprocess_info(config)
     test = load_imageset(args.data / "test.npz", num_classes=config["num_classes"])
     images, _ = make_eval_tensors(test.subset(list(range(min(cfg.parity_images, len(test))))), config["mean"], config["std"])
-    traced = trace_model(model, images[:1])
-    scripted = script_model(model)
 
-    parity = {}
-    for name, candidate in (("traced", traced), ("scripted", scripted)):
-        parity[name] = max_abs_diff(model, candidate, images)
-        check_parity(name, parity[name], cfg.tolerance)
-
-    example = images[:1].repeat(cfg.latency_batch, 1, 1, 1)
-    table = latency_table({"eager": model, "traced": traced, "scripted": scripted}, example, cfg.warmup, cfg.repeats)
-    environment = {
-        "device": "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "processor": platform.processor() or platform.machine(),
-        "batch": cfg.latency_batch,
-    }
-    markdown = latency_markdown(table, cfg.latency_batch)
     with atomic_dir(args.out) as out:
-        save_scripted(traced, out / "traced.pt")
-        save_scripted(scripted, out / "scripted.pt")
-        # The full table (p50, p95, images/s, environment) stays beside the models;
-        # the metrics file keeps one headline number per model so `dvc exp show` stays readable.
-        write_json(out / "latency.json", {"latency": table, "environment": environment})
+        # Checked and timed as loaded back from the files, so a bad file never becomes the output.
+        exports = load_exports(write_exports(model, images, out, onnx=cfg.onnx))
+        parity = check_exports(model, exports, images, cfg.tolerance)
+        models = latency_models(model, exports, bf16_skip_reason())
+        rows = latency_rows(models, images, cfg.latency_batches, cfg.warmup, cfg.repeats)
+        environment = environment_info()
+        markdown = latency_markdown(rows, environment)
+        # The full table stays beside the models; the metrics file keeps it compact for `dvc exp show`.
+        write_json(out / "latency.json", {
+            "environment": environment, "warmup": cfg.warmup, "repeats": cfg.repeats, "rows": rows,
+        })
         (out / "latency.md").write_text(markdown)
-    write_json(
-        args.metrics,
-        {
-            "ms_per_image": {name: row["mean_ms"] / cfg.latency_batch for name, row in table.items()},
-            "parity_max_abs_diff": parity,
-        },
-    )
+        write_json(out / "preprocess.json", preprocess)
+    write_json(args.metrics, latency_metrics(rows, parity))
     print(markdown)
 
 

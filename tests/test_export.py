@@ -1,28 +1,48 @@
-"""TorchScript export: parity with eager, a fresh-process reload, latency tables."""
+"""Exports (TorchScript, torch.export, ONNX): fresh loads match eager, latency tables, and the export stage."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+import yaml
 
+from cifar_resnet.data import ImageSet, save_imageset
 from cifar_resnet.errors import UserError
 from cifar_resnet.export import (
+    EXPORT_FILES,
+    LATENCY_ROWS,
+    OnnxRuntimeModel,
+    Skipped,
+    bf16_skip_reason,
+    check_exports,
     check_parity,
+    cpu_capabilities,
+    environment_info,
     latency_markdown,
-    latency_table,
+    latency_metrics,
+    latency_models,
+    latency_rows,
+    load_exports,
+    load_program,
     load_scripted,
     max_abs_diff,
-    save_scripted,
-    script_model,
-    trace_model,
+    preprocess_info,
+    write_exports,
 )
-from cifar_resnet.models import build_model
+from cifar_resnet.models import build_model, save_model
+from conftest import REPO
+
+ATOL = 1e-4  # params.yaml's export.tolerance
+BATCHES = [1, 3]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,31 +54,135 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture()
-def model() -> torch.nn.Module:
+def tiny_model(num_classes: int = 10) -> torch.nn.Module:
+    """resnet18 at width 8 with BatchNorm statistics moved off their defaults, in eval mode."""
     torch.manual_seed(0)
-    return build_model("resnet18", 10, width=8, dropout=0.3)
+    model = build_model("resnet18", num_classes, width=8, dropout=0.3)
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))  # training mode: updates the running statistics
+    return model.eval()
 
 
-def test_trace_and_script_match_eager(model: torch.nn.Module) -> None:
-    inputs = torch.randn(10, 3, 32, 32)
-    traced = trace_model(model, inputs[:2])
-    scripted = script_model(model)
-    assert model.training  # the caller's model is left as it was
-    reference = model.eval()
-    for exported in (traced, scripted):
-        diff = max_abs_diff(reference, exported, inputs, batch_size=4)
-        assert diff < 1e-5
-        check_parity("exported", diff, atol=1e-5)
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> torch.Tensor:
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def exported(model, inputs, tmp_path_factory) -> dict[str, Path]:
+    """Every format written once for the module (the ONNX export alone takes seconds)."""
+    return write_exports(model, inputs, tmp_path_factory.mktemp("export"), onnx=True)
+
+
+# --- formats -----------------------------------------------------------------------------
+
+
+def test_every_format_is_written_under_its_file_name(exported: dict[str, Path]) -> None:
+    assert {name: path.name for name, path in exported.items()} == EXPORT_FILES
+    assert all(path.stat().st_size > 0 for path in exported.values())
+    # Atomic writes leave no temporary files beside the outputs.
+    assert sorted(p.name for p in next(iter(exported.values())).parent.iterdir()) == sorted(EXPORT_FILES.values())
+
+
+@pytest.mark.parametrize("name", list(EXPORT_FILES))
+def test_each_format_loaded_from_its_file_matches_eager(name, model, inputs, exported) -> None:
+    (loaded,) = load_exports({name: exported[name]}).values()
+    diff = max_abs_diff(model, loaded, inputs, batch_size=4)  # batches of 4 and 2
+    assert diff < ATOL
+    assert check_exports(model, {name: loaded}, inputs, ATOL) == {name: diff}
+
+
+@pytest.mark.parametrize("name", ["exported", "onnxruntime"])
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_dynamic_batch_formats_run_at_other_batch_sizes(name, batch_size, model, exported) -> None:
+    # Exported with a batch of two; the batch dimension must have stayed symbolic.
+    (loaded,) = load_exports({name: exported[name]}).values()
+    images = torch.randn(batch_size, 3, 32, 32)
+    with torch.no_grad():
+        out = loaded(images)
+        assert out.shape == (batch_size, 10)
+        assert (out - model(images)).abs().max().item() < ATOL
+
+
+def test_onnx_file_is_valid_with_named_inputs_and_a_symbolic_batch(exported) -> None:
+    graph = onnx.load(str(exported["onnxruntime"]))
+    onnx.checker.check_model(graph, full_check=True)
+    assert [i.name for i in graph.graph.input] == ["images"]
+    assert [o.name for o in graph.graph.output] == ["logits"]
+    batch_dim = graph.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert not list(exported["onnxruntime"].parent.glob("*.data"))  # weights inside the one file
+
+
+def test_exporting_leaves_the_callers_model_alone(inputs, tmp_path) -> None:
+    model = tiny_model().train()
+    write_exports(model, inputs, tmp_path, onnx=False)
+    assert model.training
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["program.pt2", "scripted.pt", "traced.pt"]
+
+
+def test_all_formats_load_and_match_eager_in_a_fresh_process(model, inputs, exported, tmp_path) -> None:
+    with torch.no_grad():
+        torch.save({"inputs": inputs, "expected": model(inputs)}, tmp_path / "io.pt")
+    # Only torch and onnxruntime in the child: what a deployment without this project has.
+    child = textwrap.dedent(
+        """
+        import json, sys, warnings
+        import onnxruntime, torch
+        warnings.simplefilter("ignore")
+        io_path, files = sys.argv[1], json.loads(sys.argv[2])
+        data = torch.load(io_path)
+        models = {
+            "traced": torch.jit.load(files["traced"]),
+            "scripted": torch.jit.load(files["scripted"]),
+            "exported": torch.export.load(files["exported"]).module(),
+        }
+        session = onnxruntime.InferenceSession(files["onnxruntime"], providers=["CPUExecutionProvider"])
+        models["onnxruntime"] = lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+        with torch.no_grad():
+            diffs = {name: (m(data["inputs"]) - data["expected"]).abs().max().item() for name, m in models.items()}
+        assert "cifar_resnet" not in sys.modules
+        print(json.dumps(diffs))
+        """
+    )
+    files = json.dumps({name: str(path) for name, path in exported.items()})
+    result = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "io.pt"), files],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    diffs = json.loads(result.stdout)
+    assert set(diffs) == set(EXPORT_FILES)
+    assert all(diff < ATOL for diff in diffs.values()), diffs
+
+
+def test_missing_or_corrupt_exports_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="export"):
+        load_scripted(tmp_path / "absent.pt")
+    with pytest.raises(UserError, match="export"):
+        load_program(tmp_path / "absent.pt2")
+    with pytest.raises(UserError, match="export"):
+        OnnxRuntimeModel(tmp_path / "absent.onnx")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a loadable"):
+        load_scripted(bad)
+
+
+# --- parity ------------------------------------------------------------------------------
 
 
 def test_max_abs_diff_covers_every_batch(model: torch.nn.Module) -> None:
-    model.eval()
     inputs = torch.randn(5, 3, 32, 32)
 
     def shifted_last(x: torch.Tensor) -> torch.Tensor:
-        out = model(x)
-        return out + 0.5 * (x[:, :1, 0, 0] > 1e3)  # never true: diff 0
+        return model(x) + 0.5 * (x[:, :1, 0, 0] > 1e3)  # true only for the marked image
 
     assert max_abs_diff(model, shifted_last, inputs, batch_size=2) == 0.0
     inputs[4, 0, 0, 0] = 1e4  # only the last, partial batch differs
@@ -73,58 +197,158 @@ def test_check_parity_raises_on_large_or_nan_diff() -> None:
         check_parity("scripted", float("nan"), atol=1e-5)
 
 
-def test_saved_scripted_model_runs_in_a_fresh_process(model: torch.nn.Module, tmp_path: Path) -> None:
-    model.eval()
-    inputs = torch.randn(3, 3, 32, 32)
+def test_a_mismatching_export_fails_the_parity_check(model, inputs, exported, tmp_path) -> None:
+    # A file exported from slightly different weights: loads fine, but its outputs stray.
+    other = tiny_model()
     with torch.no_grad():
-        expected = model(inputs)
-    path = tmp_path / "model.ts"
-    save_scripted(script_model(model), path)
-    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
-    child = textwrap.dedent(
-        """
-        import sys, warnings
-        import torch
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(sys.argv[1])
-        data = torch.load(sys.argv[2])
-        with torch.no_grad():
-            diff = (module(data["inputs"]) - data["expected"]).abs().max().item()
-        assert "cifar_resnet" not in sys.modules
-        print(diff)
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", child, str(path), str(tmp_path / "io.pt")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert float(result.stdout.strip()) < 1e-5
-    assert torch.equal(load_scripted(path)(inputs), script_model(model)(inputs))
+        other.fc.bias.add_(1e-2)
+    mismatched = write_exports(other, inputs, tmp_path, onnx=False)
+    good = load_exports({"traced": exported["traced"]})
+    bad = load_exports({"scripted": mismatched["scripted"]})
+    with pytest.raises(RuntimeError, match="scripted.*above the tolerance"):
+        check_exports(model, {**good, **bad}, inputs, ATOL)
 
 
-def test_load_scripted_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="export"):
-        load_scripted(tmp_path / "absent.ts")
-    bad = tmp_path / "bad.ts"
-    bad.write_bytes(b"garbage")
-    with pytest.raises(UserError, match="not a loadable"):
-        load_scripted(bad)
+def test_a_corrupted_onnx_file_fails_the_parity_check(model, inputs, exported, tmp_path) -> None:
+    graph = onnx.load(str(exported["onnxruntime"]))
+    fc_bias = next(t for t in graph.graph.initializer if t.name == "fc.bias")
+    values = onnx.numpy_helper.to_array(fc_bias).copy()
+    values[3] += 0.5
+    fc_bias.CopyFrom(onnx.numpy_helper.from_array(values, fc_bias.name))
+    onnx.save(graph, str(tmp_path / "corrupt.onnx"))
+    with pytest.raises(RuntimeError, match="onnxruntime"):
+        check_exports(model, {"onnxruntime": OnnxRuntimeModel(tmp_path / "corrupt.onnx")}, inputs, ATOL)
 
 
-def test_latency_table_and_markdown(model: torch.nn.Module) -> None:
-    model.eval()
-    example = torch.randn(2, 3, 32, 32)
-    models = {"eager": model, "traced": trace_model(model, example), "scripted": script_model(model)}
-    table = latency_table(models, example, warmup=1, repeats=3)
-    assert list(table) == list(models)
-    for row in table.values():
-        assert set(row) == {"mean_ms", "p50_ms", "p95_ms", "images_per_s"}
-        assert all(value > 0 for value in row.values())
-        assert row["p50_ms"] <= row["p95_ms"]
-    markdown = latency_markdown(table, batch_size=2)
+# --- latency -----------------------------------------------------------------------------
+
+
+def assert_sane_timing(row: dict) -> None:
+    assert 0 < row["p50_ms"] <= row["p95_ms"]
+    assert row["mean_ms"] > 0 and row["images_per_s"] > 0
+    assert row["ms_per_image"] == pytest.approx(row["mean_ms"] / row["batch"])
+    assert row["images_per_s"] == pytest.approx(1000.0 / row["ms_per_image"])
+
+
+def test_latency_rows_time_every_model_at_every_batch_size(model, inputs, exported) -> None:
+    # bf16 forced on (no skip reason), so its row is timed whatever this CPU supports.
+    models = latency_models(model, load_exports(exported), bf16_skip=None)
+    assert list(models) == list(LATENCY_ROWS)
+    rows = latency_rows(models, inputs, BATCHES, warmup=1, repeats=2)
+    assert [(row["model"], row["batch"]) for row in rows] == [(name, b) for name in LATENCY_ROWS for b in BATCHES]
+    for row in rows:
+        assert "skipped" not in row
+        assert_sane_timing(row)
+
+    markdown = latency_markdown(rows)
     lines = markdown.strip().splitlines()
     assert lines[0] == "| model | batch | mean ms | p50 ms | p95 ms | ms/image | images/s |"
-    assert len(lines) == 2 + len(models)
-    assert all(line.startswith(f"| {name} | 2 |") for line, name in zip(lines[2:], models))
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [[f"| {name}", str(b)] for name in LATENCY_ROWS for b in BATCHES]
+
+
+def test_rows_that_cannot_run_stay_in_the_table_as_skipped(model, inputs, exported) -> None:
+    without_onnx = {name: path for name, path in exported.items() if name != "onnxruntime"}
+    models = latency_models(model, load_exports(without_onnx), bf16_skip="no native bf16 here")
+    assert models["onnxruntime"] == Skipped("not exported (ONNX export switched off)")
+    rows = latency_rows(models, inputs, BATCHES, warmup=1, repeats=2)
+    skipped = {(row["model"], row["batch"]): row["skipped"] for row in rows if "skipped" in row}
+    assert skipped == {
+        ("onnxruntime", 1): "not exported (ONNX export switched off)",
+        ("onnxruntime", 3): "not exported (ONNX export switched off)",
+        ("eager_bf16", 1): "no native bf16 here",
+        ("eager_bf16", 3): "no native bf16 here",
+    }
+    markdown = latency_markdown(rows, environment_info())
+    assert "| eager_bf16 | 3 | skipped |" in markdown
+    assert "- eager_bf16 skipped: no native bf16 here" in markdown
+    assert all(f"| {name} | {b} |" in markdown for name in LATENCY_ROWS for b in BATCHES)
+
+    metrics = latency_metrics(rows, {"traced": 0.0})
+    timed = [name for name in LATENCY_ROWS if name not in ("onnxruntime", "eager_bf16")]
+    assert list(metrics["ms_per_image"]) == timed
+    assert all(set(per_batch) == {"b1", "b3"} for per_batch in metrics["ms_per_image"].values())
+    assert list(metrics["images_per_s"]) == timed and metrics["throughput_batch"] == 3
+    largest = {row["model"]: row["images_per_s"] for row in rows if row["batch"] == 3 and "skipped" not in row}
+    assert metrics["images_per_s"] == {name: pytest.approx(value, rel=1e-3) for name, value in largest.items()}
+    assert metrics["parity_max_abs_diff"] == {"traced": 0.0}
+
+
+def test_bf16_is_skipped_exactly_when_the_cpu_lacks_native_bf16() -> None:
+    capabilities = cpu_capabilities()
+    native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16")) and torch.backends.mkldnn.is_available()
+    reason = bf16_skip_reason()
+    assert (reason is None) == native
+    if reason is not None:
+        assert "bf16" in reason or "capabilities" in reason
+
+
+def test_environment_names_what_the_timings_depend_on() -> None:
+    environment = environment_info()
+    assert {"device", "threads", "torch", "onnxruntime", "onnx", "python", "processor"} <= set(environment)
+    assert environment["threads"] == torch.get_num_threads() == 1
+    assert environment["torch"] == torch.__version__
+    assert environment["onnx"] == onnx.__version__
+
+
+def test_preprocess_info_comes_from_the_model_config() -> None:
+    config = {"classes": ["a", "b"], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.25], "num_classes": 2}
+    info = preprocess_info(config)
+    assert (info["classes"], info["mean"], info["std"], info["image_size"]) == (["a", "b"], [0.5, 0.4, 0.3], [0.2, 0.2, 0.25], 32)
+    with pytest.raises(UserError, match="mean"):
+        preprocess_info({"classes": ["a"], "std": [1, 1, 1]})
+
+
+# --- the stage, run as DVC runs it -------------------------------------------------------
+
+
+def write_stage_inputs(folder: Path) -> dict:
+    """A tiny trained-looking model, a test split and params.yaml with a quick export section."""
+    config = {
+        "arch": "resnet18", "num_classes": 3, "width": 8, "stem": "cifar", "dropout": 0.0,
+        "classes": ["circle", "square", "star"], "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.24, 0.26],
+    }
+    save_model(folder / "models" / "model.pt", folder / "models" / "model.json", tiny_model(3), config)
+    rng = np.random.default_rng(0)
+    test = ImageSet(rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, 10).astype(np.int64))
+    save_imageset(folder / "data" / "prepared" / "test.npz", test)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["export"].update(parity_images=8, latency_batches=[1, 4], warmup=1, repeats=2, onnx=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return params["export"]
+
+
+def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path, run_stage, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    export = write_stage_inputs(tmp_path)
+    result = run_stage(
+        "export", "--data", "data/prepared", "--model", "models/model.pt", "--config", "models/model.json",
+        "--out", "models/export", "--metrics", "metrics/export.json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "models" / "export"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*EXPORT_FILES.values(), "latency.json", "latency.md", "preprocess.json"]
+    )
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["export", "model.json", "model.pt"]
+
+    metrics = json.loads((tmp_path / "metrics" / "export.json").read_text())
+    assert set(metrics) == {"ms_per_image", "images_per_s", "throughput_batch", "parity_max_abs_diff"}
+    assert set(metrics["parity_max_abs_diff"]) == set(EXPORT_FILES)
+    assert max(metrics["parity_max_abs_diff"].values()) <= export["tolerance"]
+    assert {"eager", *EXPORT_FILES, "eager_channels_last"} <= set(metrics["ms_per_image"])
+    assert all(set(per_batch) == {"b1", "b4"} for per_batch in metrics["ms_per_image"].values())
+    assert metrics["throughput_batch"] == 4 and all(v > 0 for v in metrics["images_per_s"].values())
+
+    table = json.loads((out / "latency.json").read_text())
+    assert [(row["model"], row["batch"]) for row in table["rows"]] == [(m, b) for m in LATENCY_ROWS for b in (1, 4)]
+    assert table["environment"]["device"] == "cpu" and table["environment"]["threads"] == 1
+    markdown = (out / "latency.md").read_text()
+    assert all(f"| {name} | {b} |" in markdown for name in LATENCY_ROWS for b in (1, 4))
+    assert markdown in result.stdout
+
+    preprocess = json.loads((out / "preprocess.json").read_text())
+    saved_config = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert {key: preprocess[key] for key in ("classes", "mean", "std")} == {
+        key: saved_config[key] for key in ("classes", "mean", "std")
+    }
+    assert preprocess["image_size"] == 32

@@ -1,13 +1,21 @@
-"""TorchScript export (trace and script), output parity checks, and latency measurement."""
+"""Deployment exports (TorchScript, torch.export, ONNX), parity with eager, and CPU latency tables.
+
+Every format is written to a file and checked in a fresh load from that file, so what is
+checked is what ships. The latency table times eager and each export at several batch
+sizes; rows that cannot run on this machine stay in the table as skipped, with a reason.
+"""
 
 from __future__ import annotations
 
 import copy
+import platform
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,8 +26,32 @@ from .fileio import atomic_path
 
 Forward = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
 
-# Which stage writes the scripted models, for "not found" messages.
+# Which stage writes the exported models, for "not found" messages.
 PRODUCER = "export"
+
+# File name of each exported format inside the export folder, by its latency-table row name.
+EXPORT_FILES = {
+    "traced": "traced.pt",  # TorchScript, torch.jit.trace
+    "scripted": "scripted.pt",  # TorchScript, torch.jit.script
+    "exported": "program.pt2",  # torch.export program: torch.export.load(path).module()
+    "onnxruntime": "model.onnx",  # ONNX (input "images", output "logits"), run with onnxruntime
+}
+# The rows of the latency table, in order.
+LATENCY_ROWS = ("eager", *EXPORT_FILES, "eager_channels_last", "eager_bf16")
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+IMAGE_SIZE = 32  # the exported models take 32x32 RGB images
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A latency row that was not timed, and why (kept in the table rather than dropped)."""
+
+    reason: str
+
+
+# ---------------------------------------------------------------------------------------
+# Exporting and loading each format
+# ---------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -35,6 +67,18 @@ def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).cpu().eval()
 
 
+def _export_example(sample: torch.Tensor) -> torch.Tensor:
+    """Two images: torch.export specialises a dimension of size 1, so a batch of one would fix it."""
+    first = sample[:1].detach().cpu()
+    return torch.cat([first, first])
+
+
+def _require_file(path: Path, what: str) -> None:
+    """A missing export is a UserError that says which stage makes it."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)")
+
+
 def trace_model(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """Trace `model` (eval mode, CPU) on `example`."""
     with _quiet_jit(), torch.no_grad():
@@ -45,6 +89,117 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
     """Compile `model` (eval mode, CPU) with torch.jit.script."""
     with _quiet_jit():
         return torch.jit.script(_cpu_eval_copy(model))
+
+
+def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> None:
+    """torch.jit.save to a temporary name, then rename (never a half-written file)."""
+    with _quiet_jit(), atomic_path(path) as tmp:
+        torch.jit.save(module, str(tmp))
+
+
+def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """torch.jit.load a saved TorchScript model; absence or corruption is a UserError."""
+    path = Path(path)
+    _require_file(path, "TorchScript model")
+    try:
+        with _quiet_jit():
+            return torch.jit.load(str(path), map_location=map_location)
+    except Exception as err:  # torch raises several types for corrupt files
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UserError(f"{path}: not a loadable TorchScript model ({type(err).__name__}: {message})") from None
+
+
+def export_program(model: nn.Module, sample: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export the eval-mode CPU model with a dynamic batch dimension (any batch size runs)."""
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        return torch.export.export(_cpu_eval_copy(model), (_export_example(sample),), dynamic_shapes=({0: batch},))
+
+
+def save_program(program: torch.export.ExportedProgram, path: str | Path) -> None:
+    """torch.export.save, atomically."""
+    # Through a file object: given a path, torch.export.save warns when it does not end in .pt2.
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.export.save(program, file)
+
+
+def load_program(path: str | Path) -> nn.Module:
+    """A saved torch.export program as a callable module (torch only, no project code)."""
+    path = Path(path)
+    _require_file(path, "exported program")
+    return torch.export.load(str(path)).module()
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> None:
+    """Write `model` as one self-contained ONNX file with a dynamic batch axis, validated by onnx.checker.
+
+    Uses the torch.export-based exporter (dynamo=True, needs onnxscript): the TorchScript-based
+    one is deprecated since torch 2.9 and warns that it will be removed.
+    """
+    import onnx
+
+    with atomic_path(path) as tmp:
+        torch.onnx.export(
+            _cpu_eval_copy(model),
+            (_export_example(sample),),
+            str(tmp),
+            dynamo=True,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_shapes=({0: "batch"},),
+            external_data=False,  # weights inside the .onnx file: one file to ship (fine below 2 GB)
+            verbose=False,  # otherwise the exporter prints its progress to stdout
+        )
+        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+
+
+class OnnxRuntimeModel:
+    """An onnxruntime CPU session called like a module: float32 NCHW tensor in, logits tensor out."""
+
+    def __init__(self, path: str | Path, threads: Optional[int] = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        _require_file(path, "ONNX model")
+        options = ort.SessionOptions()
+        # The same thread budget as torch, so the latency rows compare runtimes, not core counts.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its informational notices are not ours to show
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().cpu().contiguous().numpy()
+        (logits,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: array})
+        return torch.from_numpy(logits)
+
+
+def write_exports(model: nn.Module, sample: torch.Tensor, folder: str | Path, onnx: bool = True) -> dict[str, Path]:
+    """Write every format into `folder` (ONNX only when `onnx`); return row name -> file."""
+    folder = Path(folder)
+    paths = {name: folder / filename for name, filename in EXPORT_FILES.items() if onnx or name != "onnxruntime"}
+    save_scripted(trace_model(model, _export_example(sample)), paths["traced"])
+    save_scripted(script_model(model), paths["scripted"])
+    save_program(export_program(model, sample), paths["exported"])
+    if onnx:
+        export_onnx(model, sample, paths["onnxruntime"])
+    return paths
+
+
+def load_exports(paths: dict[str, Path]) -> dict[str, Forward]:
+    """Load each written file afresh, so parity and latency are measured on what ships."""
+    loaders: dict[str, Callable[[Path], Forward]] = {
+        "traced": load_scripted,
+        "scripted": load_scripted,
+        "exported": load_program,
+        "onnxruntime": OnnxRuntimeModel,
+    }
+    return {name: loaders[name](path) for name, path in paths.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Parity with eager
+# ---------------------------------------------------------------------------------------
 
 
 def max_abs_diff(reference: Forward, candidate: Forward, inputs: torch.Tensor, batch_size: int = 64) -> float:
@@ -69,6 +224,20 @@ def check_parity(name: str, diff: float, atol: float) -> None:
     """Raise RuntimeError when an exported model strays from eager by more than `atol` (a bug, not a user error)."""
     if not diff <= atol:  # written this way so NaN fails too
         raise RuntimeError(f"{name}: max |output difference| vs eager is {diff:.3g}, above the tolerance {atol:.3g}")
+
+
+def check_exports(reference: Forward, exports: dict[str, Forward], inputs: torch.Tensor, atol: float) -> dict[str, float]:
+    """max_abs_diff of each export against `reference`; the first one above `atol` raises."""
+    parity = {}
+    for name, candidate in exports.items():
+        parity[name] = max_abs_diff(reference, candidate, inputs)
+        check_parity(name, parity[name], atol)
+    return parity
+
+
+# ---------------------------------------------------------------------------------------
+# Latency
+# ---------------------------------------------------------------------------------------
 
 
 def _sync(example: torch.Tensor) -> None:
@@ -102,39 +271,178 @@ def measure_latency(fn: Forward, example: torch.Tensor, warmup: int = 5, repeats
     }
 
 
-def latency_table(models: dict[str, Forward], example: torch.Tensor, warmup: int, repeats: int) -> dict[str, dict[str, float]]:
-    """measure_latency for each named model, in the given order."""
-    return {name: measure_latency(fn, example, warmup, repeats) for name, fn in models.items()}
+def cpu_capabilities() -> dict[str, Any]:
+    """torch's view of the CPU's instruction sets (empty on torch builds without torch.cpu.get_capabilities)."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    return dict(get()) if get is not None else {}
 
 
-def latency_markdown(table: dict[str, dict[str, float]], batch_size: int) -> str:
-    """A Markdown table of latency_table's rows."""
-    lines = [
+def bf16_skip_reason() -> Optional[str]:
+    """Why eager bf16 autocast is not worth timing here, or None when the CPU runs bf16 natively.
+
+    Without AVX512-BF16 or AMX-BF16, oneDNN emulates bf16 and it is slower than float32,
+    so a row would only measure the emulation.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN (mkldnn), which CPU bf16 kernels need"
+    capabilities = cpu_capabilities()
+    if not capabilities:
+        return "this torch version cannot report CPU capabilities (torch.cpu.get_capabilities)"
+    if not (capabilities.get("avx512_bf16") or capabilities.get("amx_bf16")):
+        cpu = capabilities.get("cpu_name") or platform.processor() or platform.machine()
+        return f"CPU ({cpu}) has no native bf16 (AVX512-BF16 or AMX-BF16): autocast would time an emulation"
+    return None
+
+
+def _channels_last(model: nn.Module) -> Forward:
+    """Eager in channels_last (NHWC) memory format; the input conversion is timed too, as a caller pays it."""
+    nhwc = _cpu_eval_copy(model).to(memory_format=torch.channels_last)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return nhwc(images.contiguous(memory_format=torch.channels_last))
+
+    return forward
+
+
+def _bf16_autocast(model: nn.Module) -> Forward:
+    """Eager under CPU bf16 autocast (convolutions and matmuls in bf16, reductions in float32)."""
+    eager = _cpu_eval_copy(model)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return eager(images)
+
+    return forward
+
+
+def latency_models(model: nn.Module, exports: dict[str, Forward], bf16_skip: Optional[str]) -> dict[str, Union[Forward, Skipped]]:
+    """Every latency row in LATENCY_ROWS order: eager, each export, channels_last, bf16 autocast.
+
+    `bf16_skip` is bf16_skip_reason() in the stage; a row not exported is Skipped, never dropped.
+    """
+    eager = _cpu_eval_copy(model)
+    rows: dict[str, Union[Forward, Skipped]] = {"eager": eager}
+    for name in EXPORT_FILES:
+        rows[name] = exports[name] if name in exports else Skipped("not exported (ONNX export switched off)")
+    rows["eager_channels_last"] = _channels_last(model)
+    rows["eager_bf16"] = Skipped(bf16_skip) if bf16_skip else _bf16_autocast(model)
+    return rows
+
+
+def batch_of(images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`batch_size` images, cycling through `images` when there are fewer."""
+    return images[torch.arange(batch_size) % len(images)].contiguous()
+
+
+def latency_rows(
+    models: dict[str, Union[Forward, Skipped]],
+    images: torch.Tensor,
+    batch_sizes: Sequence[int],
+    warmup: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """One row per (model, batch size): measure_latency's figures plus ms_per_image, or the skip reason."""
+    rows = []
+    for name, fn in models.items():
+        for batch_size in batch_sizes:
+            row: dict[str, Any] = {"model": name, "batch": batch_size}
+            if isinstance(fn, Skipped):
+                row["skipped"] = fn.reason
+            else:
+                row.update(measure_latency(fn, batch_of(images, batch_size), warmup, repeats))
+                row["ms_per_image"] = row["mean_ms"] / batch_size
+            rows.append(row)
+    return rows
+
+
+def _version(package: str) -> Optional[str]:
+    """The installed version of `package`, or None."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info() -> dict[str, Any]:
+    """What the latency figures depend on: device, threads, library versions, processor."""
+    capabilities = cpu_capabilities()
+    return {
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
+        "onnx": _version("onnx"),
+        "python": platform.python_version(),
+        "processor": capabilities.get("cpu_name") or platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD level torch's kernels use
+    }
+
+
+def latency_markdown(rows: list[dict[str, Any]], environment: Optional[dict[str, Any]] = None) -> str:
+    """latency_rows as a Markdown table; skipped rows say so, with their reasons listed below."""
+    lines = []
+    if environment:
+        lines += [
+            f"CPU latency: {environment['processor']}, {environment['threads']} threads, torch {environment['torch']}, "
+            f"onnxruntime {environment['onnxruntime']}.",
+            "",
+        ]
+    lines += [
         "| model | batch | mean ms | p50 ms | p95 ms | ms/image | images/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, row in table.items():
-        lines.append(
-            f"| {name} | {batch_size} | {row['mean_ms']:.3f} | {row['p50_ms']:.3f} | {row['p95_ms']:.3f} "
-            f"| {row['mean_ms'] / batch_size:.3f} | {row['images_per_s']:.1f} |"
-        )
+    reasons = {}
+    for row in rows:
+        if "skipped" in row:
+            reasons[row["model"]] = row["skipped"]
+            lines.append(f"| {row['model']} | {row['batch']} | skipped | | | | |")
+        else:
+            lines.append(
+                f"| {row['model']} | {row['batch']} | {row['mean_ms']:.3f} | {row['p50_ms']:.3f} | {row['p95_ms']:.3f} "
+                f"| {row['ms_per_image']:.3f} | {row['images_per_s']:.1f} |"
+            )
+    if reasons:
+        lines += ["", *(f"- {name} skipped: {reason}" for name, reason in reasons.items())]
     return "\n".join(lines) + "\n"
 
 
-def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> None:
-    """torch.jit.save to a temporary name, then rename (never a half-written file)."""
-    with _quiet_jit(), atomic_path(path) as tmp:
-        torch.jit.save(module, str(tmp))
+def _rounded(value: float) -> float:
+    """Four significant digits: timings are not more precise, and `dvc exp show` stays narrow."""
+    return float(f"{value:.4g}")
 
 
-def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """torch.jit.load a saved TorchScript model; absence or corruption is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: TorchScript model not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)")
-    try:
-        with _quiet_jit():
-            return torch.jit.load(str(path), map_location=map_location)
-    except Exception as err:  # torch raises several types for corrupt files
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise UserError(f"{path}: not a loadable TorchScript model ({type(err).__name__}: {message})") from None
+def latency_metrics(rows: list[dict[str, Any]], parity: dict[str, float]) -> dict[str, Any]:
+    """The compact metrics JSON: ms/image per model and batch, images/s at the largest batch, parity."""
+    timed = [row for row in rows if "skipped" not in row]
+    largest = max(row["batch"] for row in rows)
+    ms_per_image: dict[str, dict[str, float]] = {}
+    for row in timed:
+        ms_per_image.setdefault(row["model"], {})[f"b{row['batch']}"] = _rounded(row["ms_per_image"])
+    return {
+        "ms_per_image": ms_per_image,
+        "images_per_s": {row["model"]: _rounded(row["images_per_s"]) for row in timed if row["batch"] == largest},
+        "throughput_batch": largest,
+        "parity_max_abs_diff": parity,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# What a standalone predictor needs besides the model
+# ---------------------------------------------------------------------------------------
+
+
+def preprocess_info(config: dict[str, Any]) -> dict[str, Any]:
+    """Class names and input normalisation from the model config, for code that cannot import this package."""
+    missing = [key for key in ("classes", "mean", "std") if key not in config]
+    if missing:
+        raise UserError(f"model config lacks {', '.join(missing)}; retrain with `dvc repro train` to record them")
+    return {
+        "image_size": IMAGE_SIZE,
+        "mode": "RGB",
+        # The formula the training stage used: pixels scaled to [0, 1], then per-channel (x - mean) / std.
+        "normalise": "(pixels / 255 - mean) / std, NCHW float32",
+        "mean": [float(m) for m in config["mean"]],
+        "std": [float(s) for s in config["std"]],
+        "classes": list(config["classes"]),
+    }
