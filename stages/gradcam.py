@@ -1,46 +1,80 @@
-"""Stage `gradcam`: class-activation overlays for the first test images, as one grid PNG."""
+"""Stage `gradcam`: class-activation maps for the first test images, and how well they localise.
+
+Writes, under --out: grid.png (the first `gradcam.images` test images, 3 per row) and
+images/NN_<true class>.png (the same overlays one per file), each titled with the predicted
+class, its confidence and the true class. Maps are for the predicted class.
+
+Writes --metrics: {"localisation": {"score", "chance", "images", "method", "layer"}}: the
+fraction of the first `gradcam.score_images` test images whose map (for the true class)
+peaks inside the object's box, and the fraction a random peak would score (mean box area).
+Only datasets that record boxes (shapes) can be scored; otherwise, or with score_images 0,
+it writes {"localisation": null}, so the declared output always exists.
+"""
 
 import argparse
+import time
 from pathlib import Path
 
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_imageset
 from cifar_resnet.errors import run_stage
-from cifar_resnet.fileio import atomic_dir
+from cifar_resnet.fileio import atomic_dir, write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for grid.png")
+    parser.add_argument("--out", type=Path, required=True, help="folder for grid.png and images/")
+    parser.add_argument("--metrics", type=Path, required=True, help="JSON for the localisation score")
     args = parser.parse_args()
     cfg = load_params().gradcam
 
     import torch
 
-    from cifar_resnet.gradcam import compute_cams, plot_cam_grid, resolve_layer
+    from cifar_resnet.gradcam import (
+        compute_cams, feature_map_size, measure_localisation, overlay_filename, plot_cam_grid, save_cam_images,
+    )
     from cifar_resnet.models import load_model
     from cifar_resnet.training import make_eval_tensors
 
     model, config = load_model(args.model, args.config, device="cpu")
-    resolve_layer(model, cfg.target_layer)  # a bad layer name fails before any work
+    map_h, map_w = feature_map_size(model, cfg.target_layer)  # a bad layer fails before any work
     classes = config["classes"]
     test = load_imageset(args.data / "test.npz", num_classes=len(classes))
-    chosen = test.subset(list(range(min(cfg.images, len(test)))))
-    inputs, labels = make_eval_tensors(chosen, config["mean"], config["std"])
+
+    # The figures: maps for the class the model predicts, titled with what it got right or wrong.
+    shown = test.subset(list(range(min(cfg.images, len(test)))))
+    inputs, labels = make_eval_tensors(shown, config["mean"], config["std"])
     with torch.no_grad():
-        probabilities = model(inputs).softmax(dim=1)
-    confidence, predicted = probabilities.max(dim=1)
+        confidence, predicted = model(inputs).softmax(dim=1).max(dim=1)
     cams = compute_cams(model, inputs, target_layer=cfg.target_layer, method=cfg.method)
     titles = [
         f"pred: {classes[p]} ({c:.2f})\ntrue: {classes[t]}"
         for p, c, t in zip(predicted.tolist(), confidence.tolist(), labels.tolist())
     ]
+    names = [overlay_filename(i, classes[t]) for i, t in enumerate(labels.tolist())]
+
+    # The score, computed before anything is written so a failure leaves no partial outputs.
+    localisation, started = None, time.perf_counter()
+    if test.boxes is not None and cfg.score_images > 0:
+        scored = test.subset(list(range(min(cfg.score_images, len(test)))))
+        scored_x, scored_y = make_eval_tensors(scored, config["mean"], config["std"])
+        localisation = measure_localisation(model, scored_x, scored_y.tolist(), scored.boxes, cfg.target_layer, cfg.method)
+
     with atomic_dir(args.out) as out:
-        plot_cam_grid(chosen.images, cams, titles, out / "grid.png", ncols=3)
-    print(f"{cfg.method} on {cfg.target_layer} for {len(chosen)} test images -> {args.out / 'grid.png'}")
+        plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=3, boxes=shown.boxes)
+        save_cam_images(out / "images", names, shown.images, cams, titles, boxes=shown.boxes)
+    write_json(args.metrics, {"localisation": localisation})
+
+    print(f"{cfg.method} on {cfg.target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")
+    if localisation is None:
+        reason = "the test set has no object boxes" if test.boxes is None else "gradcam.score_images is 0"
+        print(f"localisation not scored ({reason}) -> {args.metrics}")
+    else:
+        print(f"localisation {localisation['score']:.3f} (chance {localisation['chance']:.3f}) on "
+              f"{localisation['images']} test images ({time.perf_counter() - started:.1f}s) -> {args.metrics}")
 
 
 if __name__ == "__main__":

@@ -8,17 +8,27 @@ import numpy as np
 import pytest
 import torch
 
+from pytorch_grad_cam.utils.image import scale_cam_image
+
 from cifar_resnet.errors import UserError
 from cifar_resnet.gradcam import (
     CAM_METHODS,
     compute_cams,
+    feature_map_size,
+    chance_level,
     localisation_score,
+    measure_localisation,
     overlay,
+    overlay_filename,
     peak_in_box,
+    peak_locations,
     plot_cam_grid,
     resolve_layer,
+    save_cam_images,
 )
 from cifar_resnet.models import build_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -81,7 +91,7 @@ def test_overlay_and_grid(tmp_path: Path) -> None:
     assert blended.shape == (32, 32, 3) and blended.dtype == np.uint8
     path = tmp_path / "figs" / "gradcam.png"
     plot_cam_grid(images, cams, [f"pred: cat (0.9{i})\ntrue: dog" for i in range(4)], path, ncols=3)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.read_bytes()[:8] == PNG_MAGIC
     assert path.stat().st_size > 1000
     assert [p.name for p in path.parent.iterdir()] == ["gradcam.png"]
 
@@ -96,3 +106,122 @@ def test_peak_in_box_and_localisation_score() -> None:
     # x1/y1 are exclusive: a peak on the far edge is outside.
     assert peak_in_box(cams[:1], np.array([[15, 8, 20, 12]])).tolist() == [False]
     assert peak_in_box(cams[:1], np.array([[15, 8, 21, 11]])).tolist() == [True]
+
+
+def one_peak(y: int, x: int, size: int = 32) -> np.ndarray:
+    """A (1, size, size) CAM that is 0 everywhere but 1 at row y, column x."""
+    cam = np.zeros((1, size, size), dtype=np.float32)
+    cam[0, y, x] = 1.0
+    return cam
+
+
+@pytest.mark.parametrize(
+    "x, y, inside",
+    [
+        (10, 12, True),   # well inside
+        (8, 12, True),    # on x0: inclusive
+        (15, 12, True),   # on x1 - 1: the last column of the box
+        (16, 12, False),  # on x1: exclusive
+        (7, 12, False),   # just left of x0
+        (10, 4, True),    # on y0: inclusive
+        (10, 19, True),   # on y1 - 1
+        (10, 20, False),  # on y1: exclusive
+        (10, 3, False),   # just above y0
+    ],
+)
+def test_peak_in_box_edges_are_half_open(x: int, y: int, inside: bool) -> None:
+    box = np.array([[8, 4, 16, 20]])  # x0, y0, x1, y1: columns 8..15, rows 4..19
+    assert peak_in_box(one_peak(y, x), box).tolist() == [inside]
+
+
+def test_low_resolution_cams_are_mapped_onto_the_image() -> None:
+    # A raw 4x4 layer4 map: cell (row 1, column 2) covers image columns 16..23 and rows 8..15.
+    cams = np.zeros((1, 4, 4), dtype=np.float32)
+    cams[0, 1, 2] = 1.0
+    assert peak_locations(cams, image_size=(32, 32)).tolist() == [[20.0, 12.0]]
+    assert peak_in_box(cams, np.array([[16, 8, 24, 16]])).tolist() == [True]
+    # Compared in CAM cells rather than pixels, (2, 1) would wrongly land in this box.
+    assert peak_in_box(cams, np.array([[0, 0, 4, 4]])).tolist() == [False]
+    # Non-square images scale each axis on its own.
+    assert peak_locations(cams, image_size=(16, 64)).tolist() == [[40.0, 6.0]]
+
+
+def test_an_upsampled_edge_peak_counts_by_its_plateau_centre() -> None:
+    # grad-cam's bilinear upsampling turns an edge cell into a 4x4 plateau of equal maxima
+    # at the image corner; argmax alone would say (0.5, 0.5), outside a box starting at 1.
+    raw = np.zeros((1, 4, 4), dtype=np.float32)
+    raw[0, 0, 0] = 1.0
+    upsampled = scale_cam_image(raw, (32, 32))
+    assert peak_locations(upsampled).tolist() == [[2.0, 2.0]]
+    box = np.array([[1, 1, 8, 8]])
+    assert peak_in_box(upsampled, box).tolist() == peak_in_box(raw, box).tolist() == [True]
+
+
+def test_a_flat_cam_localises_nothing() -> None:
+    flat = np.zeros((2, 32, 32), dtype=np.float32)
+    flat[1] = 0.5
+    assert np.isnan(peak_locations(flat)).all()
+    assert peak_in_box(flat, np.array([[0, 0, 32, 32]] * 2)).tolist() == [False, False]
+
+
+def test_localisation_score_counts_hits() -> None:
+    cams = np.concatenate([one_peak(5, 5), one_peak(5, 5), one_peak(30, 30), np.zeros((1, 32, 32), np.float32)])
+    boxes = np.array([[0, 0, 10, 10]] * 4)
+    assert localisation_score(cams, boxes) == 0.5  # two of four peaks inside; the flat CAM misses
+    with pytest.raises(ValueError):
+        localisation_score(cams[:0], boxes[:0])
+    with pytest.raises(ValueError):
+        peak_in_box(cams, boxes[:3])
+
+
+def test_chance_level_is_the_mean_box_share_of_the_image() -> None:
+    assert chance_level(np.array([[0, 0, 32, 32], [0, 0, 16, 16]])) == (1.0 + 0.25) / 2
+    assert chance_level(np.array([[0, 0, 8, 4]]), image_size=(8, 16)) == 0.25
+
+
+def test_batched_cams_equal_one_batch(model: torch.nn.Module) -> None:
+    inputs = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    whole = compute_cams(model, inputs, targets=[0, 1, 2, 3, 0], batch_size=64)
+    batched = compute_cams(model, inputs, targets=[0, 1, 2, 3, 0], batch_size=2)
+    np.testing.assert_allclose(batched, whole, atol=1e-5)
+    assert _hooks(model) == 0
+
+
+def test_measure_localisation_uses_the_true_class(model: torch.nn.Module) -> None:
+    inputs = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    labels = [0, 1, 2, 3, 2, 1]
+    boxes = np.array([[0, 0, 16, 16], [16, 0, 32, 16], [0, 16, 16, 32], [16, 16, 32, 32], [4, 4, 28, 28], [0, 0, 32, 8]])
+    result = measure_localisation(model, inputs, labels, boxes, target_layer="layer3", method="gradcam", batch_size=4)
+    expected = localisation_score(compute_cams(model, inputs, "layer3", "gradcam", targets=labels), boxes)
+    # Box areas 256, 256, 256, 256, 576, 256 pixels of 1024.
+    chance = (5 * 256 + 576) / 6 / 1024
+    assert result == {"score": expected, "chance": chance, "images": 6, "method": "gradcam", "layer": "layer3"}
+
+
+def test_feature_map_size_rejects_layers_without_a_spatial_map(model: torch.nn.Module) -> None:
+    assert feature_map_size(model, "layer4") == (4, 4)
+    assert feature_map_size(model, "layer2.0.conv1") == (16, 16)
+    for bad in ["fc", "avgpool"]:
+        with pytest.raises(UserError, match="not a spatial feature map"):
+            feature_map_size(model, bad)
+    assert model.training and _hooks(model) == 0
+
+
+def test_one_overlay_file_per_image_with_boxes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    cams = rng.random((3, 32, 32), dtype=np.float32)
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 32, 32], [10, 2, 20, 30]], dtype=np.int32)
+    names = [overlay_filename(i, c) for i, c in enumerate(["cat", "half-disc", "aquarium fish/2"])]
+    assert names == ["00_cat.png", "01_half-disc.png", "02_aquarium-fish-2.png"]
+    titles = [f"pred: cat (0.5{i})\ntrue: dog" for i in range(3)]
+    paths = save_cam_images(tmp_path / "images", names, images, cams, titles, boxes=boxes)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(names)
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+    plot_cam_grid(images, cams, titles, tmp_path / "grid.png", boxes=boxes)
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    with pytest.raises(ValueError):
+        save_cam_images(tmp_path / "more", ["a.png", "a.png", "b.png"], images, cams, titles)
+    with pytest.raises(ValueError):
+        plot_cam_grid(images, cams, titles, tmp_path / "bad.png", boxes=boxes[:2])

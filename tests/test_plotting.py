@@ -1,9 +1,24 @@
+"""Training curves: the history read from dvclive, the best epoch, every figure and table written."""
+
+import csv
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 from dvclive import Live
 
 from cifar_resnet.errors import UserError
-from cifar_resnet.plotting import best_epoch, read_dvclive_history, write_training_plots
+from cifar_resnet.plotting import (
+    best_epoch,
+    read_dvclive_history,
+    training_figures,
+    write_training_plots,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ALL_PNGS = ["accuracy.png", "loss.png", "lr.png", "overview.png",
+            "train_acc.png", "train_loss.png", "val_acc.png", "val_loss.png"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +42,32 @@ def log_run(live_dir, epochs=4, with_val=True):
             live.make_summary()
 
 
+def hand_made_history(with_val=True) -> pd.DataFrame:
+    """Epoch 0 is the untrained baseline (no training metrics), as the train stage logs it.
+
+    Validation accuracy peaks at epochs 2 and 4 (a tie: the earlier one is best); training
+    accuracy keeps rising, and the baseline's validation accuracy is the highest of all, so
+    neither "last epoch", "best training accuracy" nor "include the baseline" gives epoch 2.
+    """
+    history = pd.DataFrame({
+        "step": [0, 1, 2, 3, 4, 5],
+        "train_loss": [math.nan, 2.3, 1.7, 1.1, 0.9, 0.7],
+        "val_loss": [2.31, 2.0, 1.4, 1.6, 1.5, 1.9],
+        "train_acc": [math.nan, 0.3, 0.5, 0.7, 0.8, 0.9],
+        "val_acc": [0.95, 0.2, 0.6, 0.5, 0.6, 0.55],
+        # Values without a short decimal form, to catch any rounding between CSV and NPZ.
+        "lr": [0.1 / 3, 0.1 / 7, 1 / 3e3, 2 ** -20, math.pi * 1e-5, 1e-300],
+    })
+    return history if with_val else history.drop(columns=["val_loss", "val_acc"])
+
+
+def read_csv_exactly(path) -> dict[str, list[float]]:
+    """The CSV parsed by Python's float() (correctly rounded), independently of pandas."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {column: [float(row[column]) if row[column] else math.nan for row in rows] for column in rows[0]}
+
+
 def test_history_has_one_row_per_epoch(tmp_path):
     log_run(tmp_path / "dvclive")
     history = read_dvclive_history(tmp_path / "dvclive")
@@ -41,20 +82,69 @@ def test_best_epoch_falls_back_to_training_accuracy(tmp_path):
     assert best_epoch(read_dvclive_history(tmp_path / "dvclive")) == 4
 
 
-def test_every_plot_and_the_csv_are_written(tmp_path):
-    log_run(tmp_path / "dvclive")
-    written = write_training_plots(read_dvclive_history(tmp_path / "dvclive"), tmp_path / "out")
+def test_best_epoch_on_a_hand_made_history():
+    assert best_epoch(hand_made_history()) == 2
+    assert best_epoch(hand_made_history(with_val=False)) == 5
+    assert best_epoch(pd.DataFrame({"step": [0, 1], "lr": [0.1, 0.1]})) is None
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_every_curve_marks_the_best_epoch(with_val):
+    history = hand_made_history(with_val)
+    best = best_epoch(history)
+    figures = training_figures(history)
+    for name, fig in figures.items():
+        plotted = [ax for ax in fig.axes if ax.axison]
+        assert plotted, name
+        for ax in plotted:
+            vertical = [line for line in ax.get_lines() if list(line.get_xdata()) == [best, best]]
+            assert vertical, f"{name}: no line at the best epoch {best}"
+            labels = ax.get_legend_handles_labels()[1]
+            assert f"best epoch ({best})" in labels, (name, labels)
+    assert f"best epoch {best}" in figures["overview.png"].get_suptitle()
+
+
+def test_every_file_is_written_non_empty_and_the_npz_matches_the_csv(tmp_path):
+    history = hand_made_history()
+    written = write_training_plots(history, tmp_path / "out")
     names = sorted(path.name for path in written)
-    assert names == ["accuracy.png", "loss.png", "lr.png", "metrics.csv", "overview.png"]
+    assert names == sorted(ALL_PNGS + ["metrics.csv", "metrics.npz"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # no temporary files left
     for path in written:
         assert path.stat().st_size > 0
-    for png in (p for p in written if p.suffix == ".png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    csv = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    assert csv["epoch"].tolist() == [1, 2, 3, 4]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # no temporary files left
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC
+
+    table = read_csv_exactly(tmp_path / "out" / "metrics.csv")
+    with np.load(tmp_path / "out" / "metrics.npz") as npz:
+        assert sorted(npz.files) == sorted(table) == sorted(["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"])
+        assert npz["epoch"].dtype.kind == "i"
+        for column, values in table.items():
+            # Bit-for-bit, NaN included: both files hold the same numbers.
+            np.testing.assert_array_equal(npz[column], np.array(values), err_msg=column, strict=False)
+            np.testing.assert_array_equal(npz[column], history["step" if column == "epoch" else column].to_numpy())
+
+
+def test_without_a_validation_split_the_val_files_are_skipped(tmp_path):
+    log_run(tmp_path / "dvclive", with_val=False)
+    written = write_training_plots(read_dvclive_history(tmp_path / "dvclive"), tmp_path / "out")
+    expected = [name for name in ALL_PNGS if not name.startswith("val_")] + ["metrics.csv", "metrics.npz"]
+    assert sorted(path.name for path in written) == sorted(expected)
+    assert all(path.stat().st_size > 0 for path in written)
+    with np.load(tmp_path / "out" / "metrics.npz") as npz:
+        assert "val_acc" not in npz.files and npz["epoch"].tolist() == [1, 2, 3, 4]
 
 
 def test_missing_logs_are_a_user_error(tmp_path):
     with pytest.raises(UserError, match="dvc repro train"):
         read_dvclive_history(tmp_path / "nothing")
+
+
+def test_the_stage_writes_its_folder_and_reports_the_best_epoch(tmp_path, run_stage):
+    log_run(tmp_path / "dvclive")
+    result = run_stage("plots", "--live", "dvclive", "--out", "plots/training")
+    assert result.returncode == 0, result.stderr
+    assert "best epoch 3" in result.stdout
+    out = tmp_path / "plots" / "training"
+    assert sorted(p.name for p in out.iterdir()) == sorted(ALL_PNGS + ["metrics.csv", "metrics.npz"])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["training"]  # no temporary folder left

@@ -38,7 +38,7 @@ def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, ru
                   "--checkpoints", "ck", "--live", "live"],
         "evaluate": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "e.json", "--plots", "pl"],
         "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--metrics", "x.json"],
-        "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc"],
+        "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc", "--metrics", "g.json"],
     }[stage]
     result = run_stage(stage, *args)
     assert_clean_failure(result, "train.max_lr = 'fast'")

@@ -1,20 +1,23 @@
-"""Class-activation maps (pytorch-grad-cam), overlays, figure grids and a localisation score."""
+"""Class-activation maps (pytorch-grad-cam), overlays, figures and a localisation score."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from .data.arrays import IMAGE_SHAPE
 from .errors import UserError
 from .fileio import atomic_path
 
@@ -35,6 +38,35 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     except AttributeError:
         candidates = ", ".join(child for child, _ in model.named_children())
         raise UserError(f"unknown target layer {name!r} (top-level layers: {candidates}; use dots for deeper ones, e.g. layer4.1.conv2)") from None
+
+
+def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> tuple[int, int]:
+    """(height, width) of the feature map `target_layer` gives for one image; UserError if it has none.
+
+    A CAM weights a layer's channels over its spatial map: a layer without one (fc) makes
+    grad-cam fail deep inside, and a 1x1 map (avgpool) gives a flat, meaningless CAM.
+    """
+    layer = resolve_layer(model, target_layer)
+    shapes = []
+    hook = layer.register_forward_hook(lambda module, args, output: shapes.append(tuple(getattr(output, "shape", ()))))
+    was_training = model.training
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model.eval()  # one image through BatchNorm in training mode would fail
+            model(torch.zeros(1, 3, *image_size, device=device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if not shapes:
+        raise UserError(f"target layer {target_layer!r} is not used in the model's forward pass; pick one such as layer4")
+    shape = shapes[-1]
+    if len(shape) != 4 or shape[2] * shape[3] < 2:
+        raise UserError(
+            f"target layer {target_layer!r} outputs shape {shape}, not a spatial feature map; "
+            "pick a convolutional layer such as layer4 or layer3"
+        )
+    return shape[2], shape[3]
 
 
 def _cam_class(method: str) -> type:
@@ -59,29 +91,42 @@ def compute_cams(
     target_layer: str = "layer4",
     method: str = "gradcam",
     targets: Optional[Sequence[int]] = None,
+    batch_size: int = 64,
 ) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] for normalised `inputs` (N, 3, H, W); targets None means the predicted class.
 
+    The images go through grad-cam `batch_size` at a time: one forward and backward pass per
+    batch (not per image) keeps hundreds of images fast on a CPU, and the cap bounds the
+    activations and gradients held at once for wide models.
     Runs on the model's device. Must not be called under torch.inference_mode (gradients are needed).
     """
     cam_class = _cam_class(method)
     layer = resolve_layer(model, target_layer)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    class_targets = _class_targets(targets, len(inputs))
     was_training = model.training
     # grad-cam calls model.eval() and model.zero_grad(): remember both to hand the model back unchanged.
     saved_grads = [p.grad for p in model.parameters()]
-    # An input that requires grad makes the layer's output require grad even if the weights are frozen.
-    inputs = inputs.detach().clone().requires_grad_(True)
     cam = cam_class(model=model, target_layers=[layer])
+    chunks = []
     try:
         with torch.enable_grad(), _quiet_progress(method):
-            result = cam(input_tensor=inputs, targets=_class_targets(targets, len(inputs)))
+            for start in range(0, len(inputs), batch_size):
+                # An input that requires grad makes the layer's output require grad even if the weights are frozen.
+                chunk = inputs[start : start + batch_size].detach().clone().requires_grad_(True)
+                chunk_targets = None if class_targets is None else class_targets[start : start + batch_size]
+                chunks.append(np.asarray(cam(input_tensor=chunk, targets=chunk_targets), dtype=np.float32))
     finally:
         # Not `with cam:` -- its __exit__ swallows IndexError; release() removes the hooks either way.
         cam.activations_and_grads.release()
+        cam.outputs = None  # drop the last batch's autograd graph now, not when `cam` is collected
         model.train(was_training)
         for param, grad in zip(model.parameters(), saved_grads):
             param.grad = grad
-    return np.clip(np.asarray(result, dtype=np.float32), 0.0, 1.0)
+    if not chunks:
+        return np.zeros((0, *inputs.shape[-2:]), dtype=np.float32)
+    return np.clip(np.concatenate(chunks), 0.0, 1.0)
 
 
 def _quiet_progress(method: str) -> contextlib.AbstractContextManager:
@@ -103,45 +148,154 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return show_cam_on_image(rgb, np.clip(cam, 0.0, 1.0).astype(np.float32), use_rgb=True)
 
 
+def _draw_overlay(ax, image: np.ndarray, cam: np.ndarray, title: str, box: Optional[np.ndarray]) -> None:
+    """One titled CAM overlay; with a box, its outline and this map's peak, as the localisation score locates it."""
+    # Nearest keeps the 32x32 pixels honest when upscaled to the panel size.
+    ax.imshow(overlay(image, cam), interpolation="nearest")
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        # imshow centres pixel x on x, so the box's pixels x0..x1-1 span x0 - 0.5 .. x1 - 0.5.
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
+        (peak_x, peak_y), = peak_locations(cam[None], image.shape[:2])
+        if np.isfinite(peak_x):
+            ax.plot(peak_x - 0.5, peak_y - 0.5, marker="+", markersize=10, markeredgewidth=2, color="white")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def _check_lengths(images_uint8, cams, titles, boxes) -> None:
+    """One image, CAM, title (and box, if any) per panel, and at least one panel."""
+    counts = [len(images_uint8), len(cams), len(titles)] + ([] if boxes is None else [len(boxes)])
+    if len(set(counts)) != 1 or counts[0] == 0:
+        raise ValueError(f"need as many images, cams, titles (and boxes), at least one; got {counts}")
+
+
 def plot_cam_grid(
     images_uint8: Sequence[np.ndarray],
     cams: Sequence[np.ndarray],
     titles: Sequence[str],
     path: str | Path,
     ncols: int = 3,
+    boxes: Optional[np.ndarray] = None,
 ) -> None:
-    """Save a PNG grid of CAM overlays, one titled panel per image."""
-    if not (len(images_uint8) == len(cams) == len(titles)) or len(cams) == 0:
-        raise ValueError(f"need as many images, cams and titles (got {len(images_uint8)}, {len(cams)}, {len(titles)}), at least one")
+    """Save a PNG grid of CAM overlays, one titled panel per image; boxes (x0, y0, x1, y1) are outlined."""
+    _check_lengths(images_uint8, cams, titles, boxes)
     ncols = max(1, min(ncols, len(cams)))
     nrows = -(-len(cams) // ncols)
     # A bare Figure (no pyplot) renders with Agg and never touches the process-wide backend.
     fig = Figure(figsize=(2.4 * ncols, 2.7 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, image, cam, title in zip(axes, images_uint8, cams, titles):
-        # Nearest keeps the 32x32 pixels honest when upscaled to the panel size.
-        ax.imshow(overlay(image, cam), interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-    for ax in axes:
+    for i, (ax, image, cam, title) in enumerate(zip(axes, images_uint8, cams, titles)):
+        _draw_overlay(ax, image, cam, title, None if boxes is None else boxes[i])
+    for ax in axes[len(cams) :]:
         ax.axis("off")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)  # explicit format: the temporary name ends in .tmp
 
 
-def peak_in_box(cams: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Whether each CAM's argmax pixel lies in its (x0, y0, x1, y1) box, x1 and y1 exclusive."""
+def overlay_filename(index: int, true_class: str) -> str:
+    """"03_cat.png": the image's position in the test set, then its true class, safe as a file name."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", true_class).strip("-") or "class"
+    return f"{index:02d}_{slug}.png"
+
+
+def save_cam_images(
+    folder: str | Path,
+    names: Sequence[str],
+    images_uint8: Sequence[np.ndarray],
+    cams: Sequence[np.ndarray],
+    titles: Sequence[str],
+    boxes: Optional[np.ndarray] = None,
+) -> list[Path]:
+    """One PNG per image (the grid's panels at a readable size) under `folder`; returns the paths."""
+    _check_lengths(images_uint8, cams, titles, boxes)
+    if len(set(names)) != len(names):
+        raise ValueError(f"file names must be unique, got {list(names)}")
+    paths = []
+    for i, (name, image, cam, title) in enumerate(zip(names, images_uint8, cams, titles)):
+        fig = Figure(figsize=(3.2, 3.5), layout="constrained")
+        _draw_overlay(fig.subplots(), image, cam, title, None if boxes is None else boxes[i])
+        path = Path(folder) / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        paths.append(path)
+    return paths
+
+
+def peak_locations(cams: np.ndarray, image_size: tuple[int, int] = IMAGE_SHAPE[:2], atol: float = 1e-6) -> np.ndarray:
+    """Each CAM's peak as (x, y) image coordinates (pixel x spans [x, x + 1)); NaN for a flat CAM.
+
+    `image_size` is (height, width) of the images the CAMs explain; a CAM of another size
+    (e.g. a raw 4x4 layer4 map) is mapped onto it, so its peak cell's centre is what counts.
+    The peak is the centre of all pixels within `atol` of the maximum: grad-cam's bilinear
+    upsampling turns a peak in an edge cell of the feature map into a plateau of equal
+    pixels, and np.argmax would pick that plateau's top-left pixel, biasing peaks toward
+    the image's top and left. A flat CAM (grad-cam returns all zeros when no activation
+    helps the class) has no peak: it localises nothing.
+    """
+    cams = np.asarray(cams, dtype=np.float64)
+    if cams.ndim != 3:
+        raise ValueError(f"expected cams (N, H, W), got shape {cams.shape}")
+    n, cam_h, cam_w = cams.shape
+    top = cams.max(axis=(1, 2), keepdims=True)
+    plateau = cams >= top - atol
+    count = plateau.sum(axis=(1, 2))
+    ys, xs = np.mgrid[0:cam_h, 0:cam_w]
+    # Centres of CAM pixels, in CAM pixel units, then scaled to image pixels.
+    centre_x = (plateau * (xs + 0.5)).sum(axis=(1, 2)) / count * (image_size[1] / cam_w)
+    centre_y = (plateau * (ys + 0.5)).sum(axis=(1, 2)) / count * (image_size[0] / cam_h)
+    flat = (top - cams.min(axis=(1, 2), keepdims=True)).reshape(n) <= atol
+    peaks = np.stack([centre_x, centre_y], axis=1)
+    peaks[flat] = np.nan
+    return peaks
+
+
+def peak_in_box(cams: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> np.ndarray:
+    """Whether each CAM's peak (see peak_locations) lies in its (x0, y0, x1, y1) box, x1 and y1 exclusive."""
     cams, boxes = np.asarray(cams), np.asarray(boxes)
     if cams.ndim != 3 or boxes.shape != (len(cams), 4):
         raise ValueError(f"expected cams (N, H, W) and boxes (N, 4), got {cams.shape} and {boxes.shape}")
-    # Ties go to the first maximum in row-major order (np.argmax).
-    flat = cams.reshape(len(cams), -1).argmax(axis=1)
-    ys, xs = np.unravel_index(flat, cams.shape[1:])
+    xs, ys = peak_locations(cams, image_size).T
     x0, y0, x1, y1 = boxes.T
+    # Box pixels x0..x1-1 span [x0, x1) in image coordinates; NaN (no peak) compares False.
     return (x0 <= xs) & (xs < x1) & (y0 <= ys) & (ys < y1)
 
 
-def localisation_score(cams: np.ndarray, boxes: np.ndarray) -> float:
-    """The fraction of CAMs whose peak lies inside the object's box."""
+def localisation_score(cams: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> float:
+    """The fraction of CAMs whose peak lies inside the object's box (the "pointing game")."""
     if len(cams) == 0:
         raise ValueError("localisation_score needs at least one cam")
-    return float(peak_in_box(cams, boxes).mean())
+    return float(peak_in_box(cams, boxes, image_size).mean())
+
+
+def chance_level(boxes: np.ndarray, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> float:
+    """The localisation score of a peak placed uniformly at random: the mean share of the image the boxes cover."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float(areas.mean() / (image_size[0] * image_size[1]))
+
+
+def measure_localisation(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: Sequence[int],
+    boxes: np.ndarray,
+    target_layer: str = "layer4",
+    method: str = "gradcam",
+    batch_size: int = 64,
+) -> dict:
+    """The localisation score of `method` on `target_layer` for normalised `inputs` with known boxes.
+
+    CAMs are taken for each image's true class, as in the pointing game: the question is
+    whether the model looks at the object when it scores that object's class, right or wrong.
+    `chance` is what a random peak would score on these boxes (big objects make hits easy).
+    """
+    cams = compute_cams(model, inputs, target_layer, method, targets=[int(t) for t in labels], batch_size=batch_size)
+    image_size = tuple(inputs.shape[-2:])
+    return {
+        "score": localisation_score(cams, boxes, image_size),
+        "chance": chance_level(boxes, image_size),
+        "images": len(cams),
+        "method": method,
+        "layer": target_layer,
+    }
