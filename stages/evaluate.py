@@ -1,7 +1,18 @@
-"""Stage `evaluate`: test accuracy, loss, top-5 (100 classes), per-class accuracy, confusion matrix.
+"""Stage `evaluate`: accuracy, loss, calibration, per-class precision and recall, confusion matrix, worst mistakes.
 
-Outputs: a metrics JSON, and a plots folder with confusion.json (DVC's confusion
-template input) and per_class.csv.
+Writes --metrics: {"test": SUMMARY} plus "baseline": SUMMARY of the --baseline weights (when
+given) and "tta": SUMMARY of horizontal-flip test-time augmentation (when evaluate.tta),
+where SUMMARY is {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"} and, beyond
+10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins.
+
+Writes under --plots:
+  confusion.json            one {actual, predicted} record per test image (DVC's confusion template)
+  confusion_normalised.png  the confusion matrix with each true-class row summing to 1
+  per_class.csv             class, precision, recall, accuracy (= recall), support
+  reliability.csv           bin, lower, upper, confidence, accuracy, count (non-empty bins only)
+  reliability.png           accuracy per confidence bin against the diagonal, and bin counts
+  wrong.png                 the evaluate.wrong_images most confidently wrong test images; always
+                            written: with no mistakes, or wrong_images 0, it says so instead
 """
 
 import argparse
@@ -14,36 +25,56 @@ from cifar_resnet.fileio import atomic_dir, write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="weights of the untrained (or freshly pretrained) model, same --config; "
+                             "its metrics go under 'baseline'")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
-    parser.add_argument("--plots", type=Path, required=True, help="folder for confusion.json and per_class.csv")
+    parser.add_argument("--plots", type=Path, required=True, help="folder for the tables and figures listed above")
     args = parser.parse_args()
     params = load_params()
+    cfg = params.evaluate
 
-    import pandas as pd
-
-    from cifar_resnet.evaluation import classification_summary, confusion_matrix, confusion_records, per_class_table
+    from cifar_resnet.evaluation import classification_summary, flip_tta_logits
+    from cifar_resnet.figures import write_evaluation_plots
     from cifar_resnet.models import load_model
     from cifar_resnet.training import evaluate_logits, make_eval_tensors, select_device
 
+    # Everything that can fail on bad input (models, data) happens before anything is written.
     device = select_device(params.train.device)
     model, config = load_model(args.model, args.config, device=device)
+    baseline = load_model(args.baseline, args.config, device=device)[0] if args.baseline else None
     classes = config["classes"]
-    test_x, test_y = make_eval_tensors(load_imageset(args.data / "test.npz", num_classes=len(classes)), config["mean"], config["std"])
-    logits = evaluate_logits(model, test_x, params.evaluate.batch_size, device)
-    predictions = logits.argmax(dim=1)
+    test = load_imageset(args.data / "test.npz", num_classes=len(classes))
+    test_x, test_y = make_eval_tensors(test, config["mean"], config["std"])
 
-    summary = classification_summary(logits, test_y)
+    def predictor(net):
+        """images -> logits, batched on the device (flip_tta_logits calls it on the images and their mirrors)."""
+        return lambda images: evaluate_logits(net, images, cfg.batch_size, device)
+
+    logits = predictor(model)(test_x)
+    metrics = {"test": classification_summary(logits, test_y, cfg.calibration_bins)}
+    if baseline is not None:
+        metrics["baseline"] = classification_summary(predictor(baseline)(test_x), test_y, cfg.calibration_bins)
+    if cfg.tta:
+        metrics["tta"] = classification_summary(flip_tta_logits(predictor(model), test_x), test_y, cfg.calibration_bins)
+
     with atomic_dir(args.plots) as out:
-        write_json(out / "confusion.json", confusion_records(predictions, test_y, classes))
-        table = per_class_table(confusion_matrix(predictions, test_y, len(classes)), classes)
-        pd.DataFrame(table).to_csv(out / "per_class.csv", index=False)
-    write_json(args.metrics, {"test": summary})
-    top5 = f", top-5 {summary['top5_acc']:.4f}" if "top5_acc" in summary else ""
-    print(f"test accuracy {summary['acc']:.4f}, loss {summary['loss']:.4f}{top5} on {summary['images']} images")
+        write_evaluation_plots(out, logits, test_y, test.images, classes, cfg.calibration_bins, cfg.wrong_images)
+    write_json(args.metrics, metrics)
+    report(metrics)
+
+
+def report(metrics: dict) -> None:
+    """One line per evaluated variant: test, then baseline and tta when present."""
+    for name, summary in metrics.items():
+        top5 = f", top-5 {summary['top5_acc']:.4f}" if "top5_acc" in summary else ""
+        print(f"{name}: accuracy {summary['acc']:.4f}, loss {summary['loss']:.4f}{top5}, ECE {summary['ece']:.4f}, "
+              f"macro precision {summary['macro_precision']:.4f}, macro recall {summary['macro_recall']:.4f} "
+              f"on {summary['images']} images")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,46 @@
+"""Evaluation metrics against hand-computed values, and every evaluation figure and table written."""
+
+import csv
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cifar_resnet.evaluation import (
-    classification_summary, confusion_matrix, confusion_records, per_class_table, topk_accuracy,
+    classification_summary, confusion_matrix, confusion_records, expected_calibration_error, flip_tta_logits,
+    macro_precision_recall, most_confident_wrong, per_class_table, precision_recall, reliability_bins, row_normalise,
+    topk_accuracy,
 )
+from cifar_resnet.figures import PLOT_FILES, confusion_figure, write_evaluation_plots
+from cifar_resnet.plotting import save_figure
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Four images, three classes; predictions (argmax) are 0, 1, 1, 2 for labels 0, 1, 2, 2.
 LOGITS = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 2.0, 1.5], [0.0, 0.0, 5.0]])
 LABELS = torch.tensor([0, 1, 2, 2])
+
+# A 4-class confusion (rows true, columns predicted). Class 2 is never predicted (precision
+# undefined); class 3 never occurs in the labels (recall undefined) but is predicted once.
+CONFUSION = torch.tensor([
+    [4, 1, 0, 1],
+    [2, 2, 0, 0],
+    [1, 0, 0, 0],
+    [0, 0, 0, 0],
+])
+
+# Five two-class predictions for calibration, with 5 bins (0, .2], (.2, .4], ... (.8, 1]:
+#   probabilities  label  confidence  correct  bin
+#   (0.90, 0.10)   0      0.90        yes      4
+#   (0.70, 0.30)   1      0.70        no       3
+#   (0.35, 0.65)   1      0.65        yes      3
+#   (0.95, 0.05)   1      0.95        no       4
+#   (0.55, 0.45)   0      0.55        yes      2
+CAL_PROBS = torch.tensor([[0.90, 0.10], [0.70, 0.30], [0.35, 0.65], [0.95, 0.05], [0.55, 0.45]])
+CAL_LABELS = torch.tensor([0, 1, 1, 1, 0])
 
 
 def test_confusion_matrix_counts_true_rows_predicted_columns():
@@ -26,7 +57,16 @@ def test_summary_matches_hand_computed_values():
     ) / 4
     assert summary["loss"] == pytest.approx(expected_loss, rel=1e-6)
     assert summary["images"] == 4
+    # Confusion [[1,0,0],[0,1,0],[0,1,1]]: precision 1, 1/2, 1; recall 1, 1, 1/2.
+    assert summary["macro_precision"] == pytest.approx(2.5 / 3)
+    assert summary["macro_recall"] == pytest.approx(2.5 / 3)
+    assert 0.0 <= summary["ece"] <= 1.0
     assert "top5_acc" not in summary  # only reported beyond 10 classes
+
+
+def test_summary_ece_is_the_calibration_error_of_the_softmax():
+    logits = CAL_PROBS.log()  # softmax of log-probabilities gives the probabilities back
+    assert classification_summary(logits, CAL_LABELS, calibration_bins=5)["ece"] == pytest.approx(0.33, abs=1e-6)
 
 
 def test_top5_is_reported_for_many_classes():
@@ -42,13 +82,143 @@ def test_topk_accuracy_counts_label_within_k():
     assert topk_accuracy(LOGITS, LABELS, 2) == pytest.approx(1.0)
 
 
-def test_per_class_table_gives_recall_and_support():
+def test_precision_and_recall_per_class_with_undefined_cases_as_nan():
+    precision, recall = precision_recall(CONFUSION)
+    # Columns sum to 7, 3, 0, 1; rows to 6, 4, 1, 0.
+    assert precision[:2] == pytest.approx([4 / 7, 2 / 3])
+    assert math.isnan(precision[2]) and precision[3] == 0.0
+    assert recall[:3] == pytest.approx([4 / 6, 2 / 4, 0.0])
+    assert math.isnan(recall[3])
+
+
+def test_macro_averages_run_over_classes_in_the_labels():
+    macro = macro_precision_recall(CONFUSION)
+    # Classes 0-2 are in the labels; class 2, never predicted, counts as precision 0.
+    assert macro["macro_precision"] == pytest.approx((4 / 7 + 2 / 3 + 0.0) / 3)
+    assert macro["macro_recall"] == pytest.approx((4 / 6 + 2 / 4 + 0.0) / 3)
+
+
+def test_row_normalise_makes_rows_sum_to_one():
+    normalised = row_normalise(CONFUSION)
+    assert normalised[0].tolist() == pytest.approx([4 / 6, 1 / 6, 0.0, 1 / 6])
+    assert normalised[:3].sum(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert torch.isnan(normalised[3]).all()  # no true images of class 3
+
+
+def test_per_class_table_gives_precision_recall_and_support():
     table = per_class_table(confusion_matrix(LOGITS.argmax(1), LABELS, 3), ["a", "b", "c"])
+    assert [row["precision"] for row in table] == [1.0, 0.5, 1.0]
+    assert [row["recall"] for row in table] == [1.0, 1.0, 0.5]
     assert [row["accuracy"] for row in table] == [1.0, 1.0, 0.5]
     assert [row["support"] for row in table] == [1, 1, 2]
+    assert list(table[0]) == ["class", "precision", "recall", "accuracy", "support"]
 
 
 def test_confusion_records_name_classes():
     records = confusion_records(LOGITS.argmax(1), LABELS, ["a", "b", "c"])
     assert records[2] == {"actual": "c", "predicted": "b"}
     assert len(records) == 4
+
+
+def test_reliability_bins_match_hand_computed_table():
+    table = reliability_bins(CAL_PROBS, CAL_LABELS, bins=5)
+    assert [row["count"] for row in table] == [0, 0, 1, 2, 2]
+    assert [row["lower"] for row in table] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert [row["upper"] for row in table] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [row["confidence"] for row in table[2:]] == pytest.approx([0.55, (0.70 + 0.65) / 2, (0.90 + 0.95) / 2])
+    assert [row["accuracy"] for row in table[2:]] == pytest.approx([1.0, 0.5, 0.5])
+    assert all(math.isnan(row["confidence"]) and math.isnan(row["accuracy"]) for row in table[:2])
+
+
+def test_expected_calibration_error_matches_hand_computed_value():
+    # Gaps |accuracy - confidence|: bin 2 |1 - 0.55| = 0.45; bin 3 |0.5 - 0.675| = 0.175;
+    # bin 4 |0.5 - 0.925| = 0.425. Weighted by counts 1, 2, 2 of 5: (0.45 + 0.35 + 0.85) / 5 = 0.33.
+    assert expected_calibration_error(CAL_PROBS, CAL_LABELS, bins=5) == pytest.approx(0.33)
+
+
+def test_perfectly_calibrated_predictions_have_zero_ece():
+    # Confidence 0.75 in every case and 3 of 4 right: accuracy equals confidence.
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, torch.tensor([0, 0, 0, 1]), bins=10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_most_confident_wrong_orders_mistakes_by_confidence():
+    # Wrong: image 1 (0.70), image 3 (0.95), and image 4 (0.70, a tie with image 1).
+    probs = torch.tensor([[0.90, 0.10], [0.70, 0.30], [0.35, 0.65], [0.95, 0.05], [0.30, 0.70]])
+    labels = torch.tensor([0, 1, 1, 1, 0])
+    assert most_confident_wrong(probs, labels, 2).tolist() == [3, 1]
+    assert most_confident_wrong(probs, labels, 10).tolist() == [3, 1, 4]  # ties keep test-set order
+    assert most_confident_wrong(probs, labels, 0).tolist() == []
+    assert most_confident_wrong(CAL_PROBS[:1], CAL_LABELS[:1], 5).tolist() == []  # no mistakes
+
+
+class LeftVersusRight(nn.Module):
+    """Logits (mean of the left half, mean of the right half): a mirror swaps them."""
+
+    def forward(self, x):
+        half = x.shape[3] // 2
+        return torch.stack([x[..., :half].mean(dim=(1, 2, 3)), x[..., half:].mean(dim=(1, 2, 3))], dim=1)
+
+
+def test_flip_tta_averages_the_mirror_of_a_flip_sensitive_model():
+    images = torch.zeros(1, 3, 4, 4)
+    images[..., :2] = 2.0  # left half bright: logits (2, 0), and (0, 2) for the mirror
+    plain = torch.softmax(torch.tensor([2.0, 0.0]), dim=0)
+    tta = flip_tta_logits(LeftVersusRight(), images)
+    # The mean of softmax(2, 0) and softmax(0, 2) is (1/2, 1/2) by symmetry.
+    assert plain[0] > 0.85
+    assert tta.exp().tolist() == [pytest.approx([0.5, 0.5])]
+
+
+def test_flip_tta_leaves_a_flip_invariant_model_unchanged():
+    torch.manual_seed(0)
+    # Global average pooling before the classifier makes the output blind to mirroring.
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    images = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        tta = flip_tta_logits(model, images)
+        plain = model(images)
+    torch.testing.assert_close(tta.softmax(dim=1), plain.softmax(dim=1))
+    torch.testing.assert_close(tta.exp().sum(dim=1), torch.ones(5))  # they are log-probabilities
+
+
+def test_write_evaluation_plots_writes_every_file(tmp_path):
+    torch.manual_seed(0)
+    classes = ["cat", "dog", "ship"]
+    logits, labels = torch.randn(30, 3) * 2, torch.randint(0, 3, (30,))
+    images = np.random.default_rng(0).integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    written = write_evaluation_plots(tmp_path, logits, labels, images, classes, calibration_bins=10, wrong_images=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOT_FILES) == sorted(p.name for p in written)
+    for path in written:
+        assert path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+
+    with open(tmp_path / "per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["class"] for row in rows] == classes
+    assert list(rows[0]) == ["class", "precision", "recall", "accuracy", "support"]
+    assert sum(int(row["support"]) for row in rows) == 30
+
+    with open(tmp_path / "reliability.csv") as f:
+        bins = list(csv.DictReader(f))
+    assert list(bins[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
+    assert sum(int(row["count"]) for row in bins) == 30 and all(int(row["count"]) > 0 for row in bins)
+    assert len(json.loads((tmp_path / "confusion.json").read_text())) == 30
+
+
+@pytest.mark.parametrize("wrong_images", [0, 5])
+def test_wrong_png_exists_when_disabled_or_without_mistakes(tmp_path, wrong_images):
+    labels = torch.tensor([0, 1, 2])
+    logits = torch.eye(3) * 4  # every prediction right: nothing to show
+    images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    write_evaluation_plots(tmp_path, logits, labels, images, ["a", "b", "c"], 15, wrong_images)
+    assert (tmp_path / "wrong.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_confusion_figure_for_a_hundred_classes(tmp_path):
+    # CIFAR-100 size: no per-cell numbers, small tick labels, still one readable PNG.
+    labels = torch.arange(200) % 100
+    confusion = confusion_matrix((labels + 1) % 100, labels, 100)
+    save_figure(confusion_figure(row_normalise(confusion), [f"class{i}" for i in range(100)]), tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC

@@ -1,8 +1,14 @@
-"""Classification metrics from logits and labels (plain tensors in, plain Python out)."""
+"""Classification metrics from logits and labels (plain tensors in, plain Python out).
+
+Accuracy, loss and top-5; per-class precision and recall; calibration (expected calibration
+error over equal-width confidence bins); the most confidently wrong images; and horizontal-flip
+test-time augmentation, which returns log-probabilities so every metric here applies to it too.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +27,104 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
-    """Recall of each class (its diagonal over its row); NaN for a class absent from the labels."""
-    totals = confusion.sum(dim=1).double()
-    return (confusion.diag().double() / totals).tolist()
+def row_normalise(confusion: torch.Tensor) -> torch.Tensor:
+    """Each true-class row divided by its count (rows sum to 1); NaN rows for classes absent from the labels."""
+    return confusion.double() / confusion.sum(dim=1, keepdim=True).double()
 
 
-def classification_summary(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Accuracy, mean cross-entropy and, beyond 10 classes, top-5 accuracy."""
+def precision_recall(confusion: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-class precision (diagonal over column) and recall (diagonal over row).
+
+    Undefined values are NaN: precision of a class never predicted, recall of a class
+    absent from the labels.
+    """
+    correct = confusion.diag().double()
+    precision = correct / confusion.sum(dim=0).double()
+    recall = correct / confusion.sum(dim=1).double()
+    return precision.tolist(), recall.tolist()
+
+
+def macro_precision_recall(confusion: torch.Tensor) -> dict[str, float]:
+    """Unweighted means of precision and recall over the classes present in the labels.
+
+    A present class the model never predicts counts as precision 0, as in scikit-learn:
+    skipping it would reward a model that ignores classes. Classes absent from the labels
+    (possible with a capped test set) are left out: their recall is undefined.
+    """
+    precision, recall = precision_recall(confusion)
+    present = [i for i, n in enumerate(confusion.sum(dim=1).tolist()) if n > 0]
+    if not present:
+        return {"macro_precision": math.nan, "macro_recall": math.nan}
+    return {
+        "macro_precision": sum(0.0 if math.isnan(precision[i]) else precision[i] for i in present) / len(present),
+        "macro_recall": sum(recall[i] for i in present) / len(present),
+    }
+
+
+def reliability_bins(probabilities: torch.Tensor, labels: torch.Tensor, bins: int) -> list[dict]:
+    """The reliability-diagram table: per equal-width bin of confidence (max probability), its images.
+
+    Bin b holds confidences in (b/bins, (b+1)/bins] (the first also holds 0). Each row has
+    bin, lower, upper, confidence (mean max probability), accuracy and count; empty bins
+    have count 0 and NaN confidence and accuracy.
+    """
+    confidence, predicted = probabilities.double().max(dim=1)
+    correct = (predicted == labels).double()
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+    # bucketize with right=False puts x in bin i when edges[i] < x <= edges[i + 1].
+    index = torch.bucketize(confidence, edges[1:-1], right=False)
+    count = torch.bincount(index, minlength=bins).double()
+    mean_confidence = torch.bincount(index, weights=confidence, minlength=bins) / count
+    accuracy = torch.bincount(index, weights=correct, minlength=bins) / count
+    return [
+        {"bin": b, "lower": edges[b].item(), "upper": edges[b + 1].item(),
+         "confidence": mean_confidence[b].item(), "accuracy": accuracy[b].item(), "count": int(count[b].item())}
+        for b in range(bins)
+    ]
+
+
+def calibration_error(table: Sequence[dict]) -> float:
+    """ECE of a reliability_bins table: the count-weighted mean |accuracy - confidence| over bins."""
+    total = sum(row["count"] for row in table)
+    if total == 0:
+        return math.nan
+    return sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table if row["count"]) / total
+
+
+def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int) -> float:
+    """How far confidence is from accuracy, on average over images (0 = perfectly calibrated)."""
+    return calibration_error(reliability_bins(probabilities, labels, bins))
+
+
+def most_confident_wrong(probabilities: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of up to k wrongly predicted images, highest confidence first (ties: lowest index first)."""
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = torch.sort(confidence[wrong], descending=True, stable=True).indices
+    return wrong[order[:k]]
+
+
+def flip_tta_logits(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Log of the mean softmax over each NCHW image and its horizontal mirror.
+
+    Log-probabilities are valid logits (softmax gives the averaged probabilities back), so
+    classification_summary and the other metrics apply unchanged. Flipping the normalised
+    tensor equals normalising the flipped image: the normalisation is per channel.
+    """
+    plain = F.log_softmax(predict(images), dim=1)
+    mirrored = F.log_softmax(predict(images.flip(dims=[3])), dim=1)
+    # log((p + q) / 2) computed in log space, so tiny probabilities do not round to log(0).
+    return torch.logsumexp(torch.stack([plain, mirrored]), dim=0) - math.log(2.0)
+
+
+def classification_summary(logits: torch.Tensor, labels: torch.Tensor, calibration_bins: int = 15) -> dict:
+    """Accuracy, mean cross-entropy, ECE, macro precision and recall and, beyond 10 classes, top-5 accuracy."""
+    probabilities = logits.softmax(dim=1)
     summary = {
         "acc": (logits.argmax(dim=1) == labels).float().mean().item(),
         "loss": F.cross_entropy(logits, labels).item(),
+        "ece": expected_calibration_error(probabilities, labels, calibration_bins),
+        **macro_precision_recall(confusion_matrix(logits.argmax(dim=1), labels, logits.size(1))),
         "images": int(labels.numel()),
     }
     if logits.size(1) > 10:
@@ -40,11 +133,15 @@ def classification_summary(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def per_class_table(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict]:
-    """One row per class: its accuracy (recall) and how many test images it has."""
+    """One row per class: precision, recall, accuracy (the same as recall) and support (test images).
+
+    `accuracy` repeats recall under the name the per-class accuracy plot reads.
+    """
+    precision, recall = precision_recall(confusion)
     support = confusion.sum(dim=1).tolist()
     return [
-        {"class": name, "accuracy": acc, "support": n}
-        for name, acc, n in zip(classes, per_class_accuracy(confusion), support)
+        {"class": name, "precision": p, "recall": r, "accuracy": r, "support": n}
+        for name, p, r, n in zip(classes, precision, recall, support)
     ]
 
 

@@ -1,0 +1,120 @@
+"""The evaluate stage end to end, as DVC runs it: a tiny model, a baseline, and a tiny shapes test set."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from cifar_resnet.data import generate_shapes, load_imageset, save_imageset
+from cifar_resnet.evaluation import classification_summary, flip_tta_logits
+from cifar_resnet.figures import PLOT_FILES
+from cifar_resnet.models import build_model, load_model, save_model
+from cifar_resnet.training import evaluate_logits, make_eval_tensors
+
+ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "metrics/eval.json",
+        "--plots", "plots/eval"]
+EVALUATE = {"batch_size": 16, "tta": True, "calibration_bins": 10, "wrong_images": 6}
+SUMMARY_KEYS = {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"}  # no top5_acc: 10 classes
+TEST_IMAGES = 40
+
+
+def tiny_model(seed: int):
+    torch.manual_seed(seed)
+    return build_model("resnet18", 10, width=8, blocks=[1, 1, 1, 1])
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder holding a tiny model, a differently initialised baseline, a shapes test set, and params.yaml."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per stage process: the CPU is small and shared
+    _, test, classes = generate_shapes(2, TEST_IMAGES, seed=0)
+    save_imageset(tmp_path / "prepared" / "test.npz", test)
+    config = {"arch": "resnet18", "num_classes": len(classes), "width": 8, "blocks": [1, 1, 1, 1],
+              "classes": classes, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    save_model(tmp_path / "m.pt", tmp_path / "m.json", tiny_model(0), config)
+    # The train stage writes the baseline beside the model, with the same config.
+    save_model(tmp_path / "b.pt", tmp_path / "m.json", tiny_model(1), config)
+    write_evaluate_params(tmp_path)
+    return tmp_path
+
+
+def write_evaluate_params(folder, **overrides):
+    """params.yaml with an evaluate section and a CPU device: every other section takes its defaults."""
+    params = {"evaluate": {**EVALUATE, **overrides}, "train": {"device": "cpu"}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def expected_metrics(folder) -> dict:
+    """The summaries computed in-process by the library on the same weights and images."""
+    test = load_imageset(folder / "prepared" / "test.npz")
+    bins = EVALUATE["calibration_bins"]
+    expected = {}
+    for name, weights in (("test", "m.pt"), ("baseline", "b.pt")):
+        model, config = load_model(folder / weights, folder / "m.json")
+        images, labels = make_eval_tensors(test, config["mean"], config["std"])
+
+        def predict(x, model=model):
+            return evaluate_logits(model, x, EVALUATE["batch_size"], torch.device("cpu"))
+
+        expected[name] = classification_summary(predict(images), labels, bins)
+        if name == "test":
+            expected["tta"] = classification_summary(flip_tta_logits(predict, images), labels, bins)
+    return expected
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
+    result = run_stage("evaluate", *ARGS, "--baseline", "b.pt")
+    assert result.returncode == 0, result.stderr
+
+    metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
+    assert list(metrics) == ["test", "baseline", "tta"]
+    assert all(set(summary) == SUMMARY_KEYS for summary in metrics.values()), metrics
+    expected = expected_metrics(workdir)
+    for name in metrics:
+        assert metrics[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+    assert metrics["baseline"]["loss"] != metrics["test"]["loss"]  # the baseline file, not the model again
+    assert metrics["test"]["images"] == TEST_IMAGES
+    assert all(f"{name}: accuracy" in result.stdout for name in metrics)
+
+    out = workdir / "plots" / "eval"
+    assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png.name
+    classes = json.loads((workdir / "m.json").read_text())["classes"]
+    per_class = read_csv(out / "per_class.csv")
+    assert [row["class"] for row in per_class] == classes
+    assert list(per_class[0]) == ["class", "precision", "recall", "accuracy", "support"]
+    reliability = read_csv(out / "reliability.csv")
+    assert list(reliability[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
+    assert sum(int(row["count"]) for row in reliability) == TEST_IMAGES
+    assert len(json.loads((out / "confusion.json").read_text())) == TEST_IMAGES
+    # Nothing but the declared outputs: no temporary folders or files beside them.
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["eval"]
+    assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
+
+
+def test_without_baseline_or_tta_only_the_test_metrics(workdir, run_stage):
+    write_evaluate_params(workdir, tta=False, wrong_images=0)
+    result = run_stage("evaluate", *ARGS)
+    assert result.returncode == 0, result.stderr
+    assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test"]
+    # wrong_images 0 still writes wrong.png (saying the grid is disabled): the folder's contents never vary.
+    assert sorted(p.name for p in (workdir / "plots" / "eval").iterdir()) == sorted(PLOT_FILES)
+
+
+@pytest.mark.parametrize("missing", ["m.pt", "b.pt"])
+def test_a_missing_model_or_baseline_fails_cleanly_before_any_output(workdir, run_stage, missing):
+    (workdir / missing).unlink()
+    result = run_stage("evaluate", *ARGS, "--baseline", "b.pt")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], result.stderr
+    assert "model weights not found" in lines[0] and "Traceback" not in result.stderr
+    assert not (workdir / "plots").exists() and not (workdir / "metrics").exists()
