@@ -101,6 +101,8 @@ def main() -> None:
     if device.type == "cuda" and dist_info.active:
         device = torch.device("cuda", dist_info.local_rank)
     main_process = dist_info.is_main
+    if cfg.batch_size % dist_info.world_size:
+        raise UserError(f"train.batch_size = {cfg.batch_size} does not split evenly over {dist_info.world_size} processes")
     batch_size = cfg.batch_size // dist_info.world_size  # batch_size is the global batch
     mean, std = channel_stats(train_set.images)
     model_config = {**params.model.model_dump(), "num_classes": len(classes), "classes": classes, "mean": mean, "std": std}
