@@ -2,8 +2,8 @@
 
 import json
 import os
+import signal
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -44,14 +44,10 @@ def experiment_rows(node):
             yield from experiment_rows(value)
 
 
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke") / "repo"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "smoke.py"), "--workdir", str(workdir)],
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    assert "smoke pipeline done" in result.stdout
-    return workdir
+@pytest.fixture
+def smoke_repo(smoke_template):
+    """The session's smoke run, read-only (tests that change it take `smoke_copy`)."""
+    return smoke_template
 
 
 def test_smoke_pipeline_writes_every_declared_output(smoke_repo):
@@ -68,18 +64,36 @@ def test_smoke_model_learns_well_above_chance(smoke_repo):
     assert test["acc"] > 3 * chance, test
 
 
+def test_evaluation_compares_baseline_and_tta_and_draws_every_figure(smoke_repo):
+    metrics = json.loads((smoke_repo / "metrics" / "eval.json").read_text())
+    assert list(metrics) == ["test", "baseline", "tta"]  # the smoke profile turns TTA on
+    assert metrics["test"]["acc"] > metrics["baseline"]["acc"]  # training beats the untrained weights
+    for summary in metrics.values():
+        assert 0.0 <= summary["ece"] <= 1.0 and 0.0 <= summary["macro_recall"] <= 1.0, summary
+    for name in ("confusion_normalised.png", "reliability.png", "wrong.png"):
+        assert (smoke_repo / "plots" / "eval" / name).stat().st_size > 1000, name
+
+
 def test_export_parity_and_latency_are_recorded(smoke_repo):
     export = json.loads((smoke_repo / "metrics" / "export.json").read_text())
-    assert set(export["ms_per_image"]) == {"eager", "traced", "scripted"}
-    assert all(ms > 0 for ms in export["ms_per_image"].values())
-    tolerance = yaml.safe_load((smoke_repo / "params.yaml").read_text())["export"]["tolerance"]
-    assert max(export["parity_max_abs_diff"].values()) <= tolerance
-    table = json.loads((smoke_repo / "models" / "export" / "latency.json").read_text())
-    assert set(table["latency"]["eager"]) == {"mean_ms", "p50_ms", "p95_ms", "images_per_s"}
-    assert (smoke_repo / "models" / "export" / "latency.md").read_text().count("\n") >= 5
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())["export"]
+    batches = {f"b{b}" for b in params["latency_batches"]}
+    # eager_bf16 appears too, on CPUs with native bf16
+    assert {"eager", "traced", "scripted", "exported", "onnxruntime", "eager_channels_last"} <= set(export["ms_per_image"])
+    assert all(set(per_batch) == batches and min(per_batch.values()) > 0 for per_batch in export["ms_per_image"].values())
+    assert set(export["parity_max_abs_diff"]) == {"traced", "scripted", "exported", "onnxruntime"}
+    assert max(export["parity_max_abs_diff"].values()) <= params["tolerance"]
+    out = smoke_repo / "models" / "export"
+    assert {"traced.pt", "scripted.pt", "program.pt2", "model.onnx", "preprocess.json"} <= {p.name for p in out.iterdir()}
+    table = json.loads((out / "latency.json").read_text())
+    eager = [row for row in table["rows"] if row["model"] == "eager"]
+    assert {f"b{row['batch']}" for row in eager} == batches
+    assert {"mean_ms", "p50_ms", "p95_ms", "ms_per_image", "images_per_s"} <= set(eager[0])
+    assert (out / "latency.md").read_text().count("\n") >= 5
 
 
-def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_repo):
+def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_copy):
+    smoke_repo = smoke_copy
     again = dvc(smoke_repo, "repro")
     assert "Running stage" not in again.stdout, again.stdout
 
@@ -95,3 +109,46 @@ def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_repo):
     assert index.exists() and index.stat().st_size > 0, plots.stdout
     html = index.read_text()
     assert "Accuracy" in html and "Confusion matrix" in html
+
+
+def set_params(workdir, section, **values):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params[section].update(values)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_failed_stage_records_nothing_and_loses_nothing(smoke_copy):
+    lock = (smoke_copy / "dvc.lock").read_bytes()
+    model = (smoke_copy / "models" / "model.pt").read_bytes()
+    set_params(smoke_copy, "train", batch_size=100_000)
+    failed = dvc(smoke_copy, "repro", check=False)
+    assert failed.returncode != 0
+    assert "train.batch_size = 100000 is larger than the" in failed.stdout + failed.stderr
+    assert (smoke_copy / "dvc.lock").read_bytes() == lock
+    # DVC clears a stage's outputs before running it. Nothing is lost all the same: the
+    # committed params, metrics and curves come back from git, the cached models from the cache.
+    subprocess.run(["git", "checkout", "--", "."], cwd=smoke_copy, check=True)
+    dvc(smoke_copy, "checkout")
+    assert (smoke_copy / "models" / "model.pt").read_bytes() == model
+    assert "up to date" in dvc(smoke_copy, "status").stdout
+
+
+def test_an_interrupted_repro_records_nothing_and_resumes(smoke_copy):
+    lock = (smoke_copy / "dvc.lock").read_bytes()
+    set_params(smoke_copy, "train", max_lr=0.03)
+    env = dict(os.environ, PYTHONPATH=str(smoke_copy / "src"), DVC_NO_ANALYTICS="1")
+    process = subprocess.Popen(["dvc", "repro"], cwd=smoke_copy, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in process.stdout:  # stop the run as Ctrl-C would, once it has finished an epoch
+        seen.append(line)
+        if line.startswith("epoch 2/"):
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    output = "".join(seen) + process.stdout.read()
+    assert process.wait(timeout=300) != 0, output
+    assert "interrupted after epoch" in output, output
+    assert (smoke_copy / "dvc.lock").read_bytes() == lock
+    resumed = dvc(smoke_copy, "repro")
+    assert "resuming" in resumed.stdout.lower(), resumed.stdout
+    assert (smoke_copy / "dvc.lock").read_bytes() != lock
