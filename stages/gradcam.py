@@ -34,13 +34,15 @@ def main() -> None:
     import torch
 
     from cifar_resnet.gradcam import (
-        compute_cams, feature_map_size, measure_localisation, overlay_filename, plot_cam_grid, save_cam_images,
+        compute_cams, feature_map_size, measure_localisation, overlay_filename, plot_cam_grid, resolve_target_layer,
+        save_cam_images,
     )
     from cifar_resnet.models import load_model
     from cifar_resnet.training import make_eval_tensors
 
     model, config = load_model(args.model, args.config, device="cpu")
-    map_h, map_w = feature_map_size(model, cfg.target_layer)  # a bad layer fails before any work
+    target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"))
+    map_h, map_w = feature_map_size(model, target_layer)  # a bad layer fails before any work
     classes = config["classes"]
     test = load_imageset(args.data / "test.npz", num_classes=len(classes))
 
@@ -49,7 +51,7 @@ def main() -> None:
     inputs, labels = make_eval_tensors(shown, config["mean"], config["std"])
     with torch.no_grad():
         confidence, predicted = model(inputs).softmax(dim=1).max(dim=1)
-    cams = compute_cams(model, inputs, target_layer=cfg.target_layer, method=cfg.method)
+    cams = compute_cams(model, inputs, target_layer=target_layer, method=cfg.method)
     titles = [
         f"pred: {classes[p]} ({c:.2f})\ntrue: {classes[t]}"
         for p, c, t in zip(predicted.tolist(), confidence.tolist(), labels.tolist())
@@ -61,14 +63,14 @@ def main() -> None:
     if test.boxes is not None and cfg.score_images > 0:
         scored = test.subset(list(range(min(cfg.score_images, len(test)))))
         scored_x, scored_y = make_eval_tensors(scored, config["mean"], config["std"])
-        localisation = measure_localisation(model, scored_x, scored_y.tolist(), scored.boxes, cfg.target_layer, cfg.method)
+        localisation = measure_localisation(model, scored_x, scored_y.tolist(), scored.boxes, target_layer, cfg.method)
 
     with atomic_dir(args.out) as out:
         plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=3, boxes=shown.boxes)
         save_cam_images(out / "images", names, shown.images, cams, titles, boxes=shown.boxes)
     write_json(args.metrics, {"localisation": localisation})
 
-    print(f"{cfg.method} on {cfg.target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")
+    print(f"{cfg.method} on {target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")
     if localisation is None:
         reason = "the test set has no object boxes" if test.boxes is None else "gradcam.score_images is 0"
         print(f"localisation not scored ({reason}) -> {args.metrics}")

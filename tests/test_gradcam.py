@@ -24,6 +24,7 @@ from cifar_resnet.gradcam import (
     peak_locations,
     plot_cam_grid,
     resolve_layer,
+    resolve_target_layer,
     save_cam_images,
 )
 from cifar_resnet.models import build_model
@@ -81,6 +82,18 @@ def test_resolve_layer(model: torch.nn.Module) -> None:
         with pytest.raises(UserError) as info:
             resolve_layer(model, bad)
         assert "layer4" in str(info.value) and "fc" in str(info.value)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_auto_target_layer_is_the_deepest_with_a_map(stem: str) -> None:
+    layer = resolve_target_layer("auto", stem)
+    model = build_model("resnet18", 4, width=8, blocks=[1, 1, 1, 1], stem=stem)
+    assert min(feature_map_size(model, layer)) >= 2
+    deeper = f"layer{int(layer[-1]) + 1}"
+    if deeper != "layer5":  # the next stage has no map left
+        with pytest.raises(UserError, match="not a spatial feature map"):
+            feature_map_size(model, deeper)
+    assert resolve_target_layer("layer2.0", stem) == "layer2.0"  # explicit names pass through
 
 
 def test_overlay_and_grid(tmp_path: Path) -> None:

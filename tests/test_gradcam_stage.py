@@ -77,6 +77,19 @@ def test_without_boxes_the_metrics_say_null(workdir, run_stage):
     assert len(list((workdir / "plots" / "gradcam" / "images").iterdir())) == GRADCAM["images"]
 
 
+@pytest.mark.parametrize("stem, layer, size", [("cifar", "layer4", "4x4"), ("imagenet", "layer3", "2x2")])
+def test_auto_picks_the_deepest_layer_with_a_map_for_the_models_stem(workdir, run_stage, stem, layer, size):
+    config = json.loads((workdir / "m.json").read_text()) | {"stem": stem}
+    torch.manual_seed(0)
+    model = build_model("resnet18", config["num_classes"], width=8, blocks=[1, 1, 1, 1], stem=stem)
+    save_model(workdir / "m.pt", workdir / "m.json", model, config)
+    write_gradcam_params(workdir, target_layer="auto", score_images=4)
+    result = run_stage("gradcam", *ARGS)
+    assert result.returncode == 0, result.stderr
+    assert f"gradcam on {layer} ({size} map)" in result.stdout
+    assert json.loads((workdir / "metrics" / "gradcam.json").read_text())["localisation"]["layer"] == layer
+
+
 def test_an_unknown_target_layer_fails_cleanly_before_any_output(workdir, run_stage):
     # Layers without a spatial map (fc, avgpool) fail the same way: see test_gradcam.py.
     write_gradcam_params(workdir, target_layer="layer9")

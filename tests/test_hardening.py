@@ -67,6 +67,7 @@ def test_unknown_keys_are_named(section, name):
     ({"train": {"scheduler": "cosine", "epochs": 3, "warmup_epochs": 3}}, "leaves no epochs to anneal"),
     ({"train": {"data_on_device": True, "augment": {"affine": {"p": 0.5}}}}, "data_on_device applies crop, flip"),
     ({"train": {"augment": {"erasing": {"hole_min": 20, "hole_max": 10}}}}, "hole_min 20 is larger than hole_max 10"),
+    ({"model": {"stem": "imagenet"}, "gradcam": {"target_layer": "layer4"}}, "gradcam.target_layer layer4 is 1x1"),
 ])
 def test_contradictory_settings_are_rejected(raw, expected):
     with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(".", r"\.")):

@@ -178,7 +178,9 @@ class GradcamParams(_Section):
     images: int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
     score_images: int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
-    target_layer: str = "layer4"
+    # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
+    # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1).
+    target_layer: str = "auto"
 
 
 class Params(_Section):
@@ -189,6 +191,17 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     gradcam: GradcamParams = GradcamParams()
+
+    @model_validator(mode="after")
+    def _cam_layer_has_a_map(self) -> "Params":
+        # Caught here, when any stage starts, rather than by the gradcam stage after training.
+        layer = self.gradcam.target_layer
+        if self.model.stem == "imagenet" and (layer == "layer4" or layer.startswith("layer4.")):
+            raise ValueError(
+                f"gradcam.target_layer {layer} is 1x1 on 32x32 images with model.stem imagenet, too small for a "
+                "class-activation map; use auto or layer3"
+            )
+        return self
 
 
 def _field_path(loc: tuple) -> str:
@@ -215,7 +228,8 @@ def _describe(errors: list[dict[str, Any]]) -> str:
         return f"unknown key {key} (check the spelling; see params.yaml for the valid keys)"
     key = _field_path(first["loc"]) or "(top level)"
     if first["type"] == "value_error":
-        return f"{key}: {first['msg'].removeprefix('Value error, ')}"
+        message = first["msg"].removeprefix("Value error, ")
+        return message if key == "(top level)" else f"{key}: {message}"  # a cross-section check names its keys
     # A value rejected by every branch of a union yields one error per branch: merge them.
     same_key = [e["msg"] for e in errors if _field_path(e["loc"]) == key and e["type"] != "extra_forbidden"]
     allowed = " or ".join([same_key[0]] + [m.removeprefix("Input should be ") for m in same_key[1:]])
