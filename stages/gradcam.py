@@ -33,6 +33,7 @@ def main() -> None:
 
     import torch
 
+    from cifar_resnet.figures import prediction_titles
     from cifar_resnet.gradcam import (
         compute_cams, feature_map_size, measure_localisation, overlay_filename, plot_cam_grid, resolve_target_layer,
         save_cam_images,
@@ -50,12 +51,9 @@ def main() -> None:
     shown = test.subset(list(range(min(cfg.images, len(test)))))
     inputs, labels = make_eval_tensors(shown, config["mean"], config["std"])
     with torch.no_grad():
-        confidence, predicted = model(inputs).softmax(dim=1).max(dim=1)
+        probabilities = model(inputs).softmax(dim=1)
     cams = compute_cams(model, inputs, target_layer=target_layer, method=cfg.method)
-    titles = [
-        f"pred: {classes[p]} ({c:.2f})\ntrue: {classes[t]}"
-        for p, c, t in zip(predicted.tolist(), confidence.tolist(), labels.tolist())
-    ]
+    titles = prediction_titles(probabilities, labels, classes)
     names = [overlay_filename(i, classes[t]) for i, t in enumerate(labels.tolist())]
 
     # The score, computed before anything is written so a failure leaves no partial outputs.
