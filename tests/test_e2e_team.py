@@ -1,7 +1,10 @@
 """Beyond one run, through the real dvc CLI: a queued parameter sweep and a DVC remote round trip."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import time
 
 import pytest
@@ -11,15 +14,41 @@ from conftest import dvc
 pytestmark = pytest.mark.e2e
 
 
-def test_queued_sweep_runs_both_points_in_parallel_and_lists_them(smoke_copy):
+def start_queue_workers(workdir, jobs: int, log) -> None:
+    """`dvc queue start -j N`, its output to a file, not a pipe.
+
+    The workers are daemons that inherit the command's output. With pipes, waiting for the
+    command means waiting until every worker exits, and a dvc-task worker sometimes stays
+    idle after its monitor has shut it down (seen here: both runs succeeded, one worker
+    lingered, the test hung). The queue's own status says when the work is done.
+    """
+    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=workdir, env=env, stdout=log,
+                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120, check=True)
+
+
+def stop_queue_workers(workdir) -> None:
+    """Kill whatever worker is left, by the pid files dvc keeps for them."""
+    for pid_file in (workdir / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+
+
+def test_queued_sweep_runs_both_points_in_parallel_and_lists_them(smoke_copy, tmp_path):
     dvc(smoke_copy, "exp", "run", "--queue", "-S", "train.max_lr=0.02,0.08", "-S", "train.epochs=1")
-    dvc(smoke_copy, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 600
-    while True:  # `queue start` may return before the workers finish
-        status = dvc(smoke_copy, "queue", "status").stdout
-        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    try:
+        with open(tmp_path / "queue-start.log", "w") as log:
+            start_queue_workers(smoke_copy, 2, log)
+        deadline = time.monotonic() + 600
+        while True:
+            status = dvc(smoke_copy, "queue", "status").stdout
+            if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    finally:
+        stop_queue_workers(smoke_copy)
     assert status.count("Success") == 2 and "Failed" not in status, status
     rows = json.loads(dvc(smoke_copy, "exp", "show", "--json").stdout)
     found = {}
