@@ -31,8 +31,8 @@ SHORT_RUN = [
     "data.dataset=shapes", "data.max_train=2000", "model.width=16", "train.epochs=3",
     "train.batch_size=64", "train.device=cpu", "train.num_workers=0",
 ]
-# Transfer learning needs torchvision's layout, so the standard width stays.
-PRETRAINED_RUN = [item if not item.startswith("model.width") else "model.width=64" for item in SHORT_RUN]
+# Transfer learning needs torchvision's layout: the standard width 64.
+PRETRAINED_RUN = [item for item in SHORT_RUN if not item.startswith("model.width")] + ["model.width=64"]
 
 
 def random_torchvision_weights(folder: Path) -> Path:

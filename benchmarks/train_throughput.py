@@ -102,7 +102,7 @@ def main() -> None:
     print(f"{args.arch} width {args.width}, batch {args.batch}, {images} images, device {device}, "
           f"{'on-device feeding' if args.on_device else f'{args.workers} loader workers'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"loader alone ({args.augment} augmentation):{' ' * (8 - len(args.augment))}{loader_rate:9.1f} images/s")
+    print(f"{f'loader alone ({args.augment} augmentation):':38}{loader_rate:9.1f} images/s")
     print(f"bare model step:                      {bare_rate:9.1f} images/s")
     print(f"full training step:                   {full_rate:9.1f} images/s")
     print(f"ratio full / bare:                    {full_rate / bare_rate:9.3f}")

@@ -52,7 +52,7 @@ def main() -> None:
     test_x, test_y = make_eval_tensors(test, config["mean"], config["std"])
 
     def predictor(net):
-        """images -> logits, batched on the device (flip_tta_logits calls it on the images and their mirrors)."""
+        """images -> logits, batched on the device (flip_tta_logits calls it on the mirrored images)."""
         return lambda images: evaluate_logits(net, images, cfg.batch_size, device)
 
     logits = predictor(model)(test_x)
@@ -60,7 +60,8 @@ def main() -> None:
     if baseline is not None:
         metrics["baseline"] = classification_summary(predictor(baseline)(test_x), test_y, cfg.calibration_bins)
     if cfg.tta:
-        metrics["tta"] = classification_summary(flip_tta_logits(predictor(model), test_x), test_y, cfg.calibration_bins)
+        tta_logits = flip_tta_logits(predictor(model), test_x, logits=logits)  # only the mirrors run
+        metrics["tta"] = classification_summary(tta_logits, test_y, cfg.calibration_bins)
 
     with atomic_dir(args.plots) as out:
         write_evaluation_plots(out, logits, test_y, test.images, classes, cfg.calibration_bins, cfg.wrong_images)

@@ -22,10 +22,15 @@ def run_stage(tmp_path):
     return run
 
 
+def dvc_env(workdir: Path) -> dict[str, str]:
+    """The environment for dvc in `workdir`: that copy's own library code, no analytics."""
+    return dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
+
+
 def dvc(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     """The real dvc CLI in `workdir`, running that copy's own library code."""
-    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
-    result = subprocess.run(["dvc", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(["dvc", *args], cwd=workdir, env=dvc_env(workdir), capture_output=True, text=True,
+                            timeout=timeout)
     if check:
         assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result

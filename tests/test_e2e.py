@@ -8,17 +8,9 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import dvc, dvc_env
 
 pytestmark = pytest.mark.e2e
-
-
-def dvc(workdir, *args, check=True):
-    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
-    result = subprocess.run(["dvc", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-    if check:
-        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def declared_outputs(workdir):
@@ -136,8 +128,7 @@ def test_a_failed_stage_records_nothing_and_loses_nothing(smoke_copy):
 def test_an_interrupted_repro_records_nothing_and_resumes(smoke_copy):
     lock = (smoke_copy / "dvc.lock").read_bytes()
     set_params(smoke_copy, "train", max_lr=0.03)
-    env = dict(os.environ, PYTHONPATH=str(smoke_copy / "src"), DVC_NO_ANALYTICS="1")
-    process = subprocess.Popen(["dvc", "repro"], cwd=smoke_copy, env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen(["dvc", "repro"], cwd=smoke_copy, env=dvc_env(smoke_copy), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
     for line in process.stdout:  # stop the run as Ctrl-C would, once it has finished an epoch

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import dvc
+from conftest import dvc, dvc_env
 
 pytestmark = pytest.mark.e2e
 
@@ -22,8 +22,7 @@ def start_queue_workers(workdir, jobs: int, log) -> None:
     idle after its monitor has shut it down (seen here: both runs succeeded, one worker
     lingered, the test hung). The queue's own status says when the work is done.
     """
-    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=workdir, env=env, stdout=log,
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=workdir, env=dvc_env(workdir), stdout=log,
                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120, check=True)
 
 

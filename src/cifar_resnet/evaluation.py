@@ -8,7 +8,7 @@ test-time augmentation, which returns log-probabilities so every metric here app
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,14 +104,17 @@ def most_confident_wrong(probabilities: torch.Tensor, labels: torch.Tensor, k: i
     return wrong[order[:k]]
 
 
-def flip_tta_logits(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+def flip_tta_logits(
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, logits: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Log of the mean softmax over each NCHW image and its horizontal mirror.
 
     Log-probabilities are valid logits (softmax gives the averaged probabilities back), so
     classification_summary and the other metrics apply unchanged. Flipping the normalised
-    tensor equals normalising the flipped image: the normalisation is per channel.
+    tensor equals normalising the flipped image: the normalisation is per channel. Pass
+    `logits` (predict(images), already computed) to spare a pass over the images.
     """
-    plain = F.log_softmax(predict(images), dim=1)
+    plain = F.log_softmax(predict(images) if logits is None else logits, dim=1)
     mirrored = F.log_softmax(predict(images.flip(dims=[3])), dim=1)
     # log((p + q) / 2) computed in log space, so tiny probabilities do not round to log(0).
     return torch.logsumexp(torch.stack([plain, mirrored]), dim=0) - math.log(2.0)
