@@ -7,6 +7,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_raw_dataset, save_classes, save_imageset
 from cifar_resnet.errors import run_stage

@@ -18,6 +18,8 @@ Writes under --plots:
 import argparse
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_imageset
 from cifar_resnet.errors import run_stage
@@ -41,7 +43,7 @@ def main() -> None:
     from cifar_resnet.evaluation import classification_summary, flip_tta_logits
     from cifar_resnet.figures import write_evaluation_plots
     from cifar_resnet.models import load_model
-    from cifar_resnet.training import evaluate_logits, make_eval_tensors, select_device
+    from cifar_resnet.inference import evaluate_logits, make_eval_tensors, select_device
 
     # Everything that can fail on bad input (models, data) happens before anything is written.
     device = select_device(params.train.device)

@@ -10,6 +10,8 @@ compact metrics JSON with ms per image per model and batch size, and the parity 
 import argparse
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_imageset
 from cifar_resnet.errors import run_stage
@@ -31,7 +33,7 @@ def main() -> None:
         latency_rows, load_exports, preprocess_info, write_exports,
     )
     from cifar_resnet.models import load_model
-    from cifar_resnet.training import make_eval_tensors
+    from cifar_resnet.inference import make_eval_tensors
 
     # Exported models are CPU deployment artefacts, so they are built and timed on the CPU.
     model, config = load_model(args.model, args.config, device="cpu")

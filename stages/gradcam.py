@@ -15,6 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_imageset
 from cifar_resnet.errors import run_stage
@@ -39,7 +41,7 @@ def main() -> None:
         save_cam_images,
     )
     from cifar_resnet.models import load_model
-    from cifar_resnet.training import make_eval_tensors
+    from cifar_resnet.inference import make_eval_tensors
 
     model, config = load_model(args.model, args.config, device="cpu")
     target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"))

@@ -9,6 +9,8 @@ epoch (highest validation accuracy). Without a validation split the val_* files 
 import argparse
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.errors import run_stage
 from cifar_resnet.fileio import atomic_dir
 from cifar_resnet.plotting import best_epoch, read_dvclive_history, write_training_plots

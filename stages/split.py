@@ -6,6 +6,8 @@ Outputs (one folder, replaced atomically): train.npz, val.npz, test.npz, classes
 import argparse
 from pathlib import Path
 
+import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
+
 from cifar_resnet.config import load_params
 from cifar_resnet.data import load_classes, load_imageset, prepare_splits, save_classes, save_imageset
 from cifar_resnet.errors import run_stage

@@ -11,7 +11,7 @@ from cifar_resnet.data import generate_shapes, load_imageset, save_imageset
 from cifar_resnet.evaluation import classification_summary, flip_tta_logits
 from cifar_resnet.figures import PLOT_FILES
 from cifar_resnet.models import build_model, load_model, save_model
-from cifar_resnet.training import evaluate_logits, make_eval_tensors
+from cifar_resnet.inference import evaluate_logits, make_eval_tensors
 
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "metrics/eval.json",
         "--plots", "plots/eval"]

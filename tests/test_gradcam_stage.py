@@ -9,7 +9,7 @@ import yaml
 from cifar_resnet.data import ImageSet, generate_shapes, load_imageset, save_imageset
 from cifar_resnet.gradcam import measure_localisation
 from cifar_resnet.models import build_model, load_model, save_model
-from cifar_resnet.training import make_eval_tensors
+from cifar_resnet.inference import make_eval_tensors
 
 GRADCAM = {"images": 4, "score_images": 12, "method": "gradcam", "target_layer": "layer4"}
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "plots/gradcam",

@@ -18,7 +18,7 @@ from cifar_resnet.data import ImageSet
 from cifar_resnet.export import export_program, preprocess_info, save_program, save_scripted, script_model
 from cifar_resnet.fileio import write_json
 from cifar_resnet.models import build_model
-from cifar_resnet.training import make_eval_tensors
+from cifar_resnet.inference import make_eval_tensors
 from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "predict.py"

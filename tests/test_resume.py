@@ -2,9 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -35,28 +38,51 @@ def workdir(tmp_path_factory):
 def train_command(name):
     return [sys.executable, str(REPO / "stages" / "train.py"), "--data", "prepared", "--model", f"{name}/model.pt",
             "--config", f"{name}/model.json", "--baseline", f"{name}/baseline.pt", "--summary", f"{name}/summary.json",
-            "--checkpoints", f"{name}/checkpoints", "--live", f"{name}/live"]
+            "--checkpoints", f"{name}/checkpoints", "--resume", f"{name}/resume", "--live", f"{name}/live"]
 
 
 def env():
     return dict(os.environ, PYTHONPATH=str(REPO / "src"))
 
 
-def run_to_end(folder, name):
-    result = subprocess.run(train_command(name), cwd=folder, env=env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+def default_signals():
+    """For the child: default SIGINT/SIGTERM handling, whatever the test runner inherited.
+
+    A suite started from a background shell inherits SIGINT as ignored, and Python keeps
+    an ignored SIGINT ignored, so Ctrl-C would never reach the stage under test.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_to_end(folder, name, command=None):
+    result = subprocess.run(command or train_command(name), cwd=folder, env=env(), capture_output=True, text=True,
+                            timeout=900, preexec_fn=default_signals)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return result
+
+
+def start_training(folder, name):
+    return subprocess.Popen(train_command(name), cwd=folder, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+
+
+def wait_for_epoch(process, epoch) -> list[str]:
+    """Read the child's output until it reports `epoch`; the lines read, for failure messages."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(f"epoch {epoch}/{EPOCHS}"):
+            return seen
+    raise AssertionError(f"training ended before epoch {epoch}:\n{''.join(seen)}\n{process.stderr.read()}")
 
 
 def interrupt_after_epoch(folder, name, epoch, sig):
     """Start training, wait until `epoch` is logged, then send `sig`; returns the finished process."""
-    process = subprocess.Popen(train_command(name), cwd=folder, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith(f"epoch {epoch}/{EPOCHS}"):
-            process.send_signal(sig)
-            break
-    _, stderr = process.communicate(timeout=120)
+    process = start_training(folder, name)
+    wait_for_epoch(process, epoch)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=600)
     return process.returncode, stderr
 
 
@@ -83,7 +109,7 @@ def test_interrupted_run_resumes_to_the_same_result(workdir, uninterrupted, sig)
         assert stderr.strip().splitlines()[-1].startswith("error: interrupted after epoch")
         assert "Traceback" not in stderr
     assert not (workdir / name / "model.pt").exists()
-    leftovers = [p.name for p in (workdir / name / "checkpoints").iterdir()]
+    leftovers = [p.name for p in (workdir / name / "resume").iterdir() if p.name != ".lock"]
     assert all(p.endswith(".pt") and not p.startswith(".") for p in leftovers), leftovers
 
     resumed = run_to_end(workdir, name)
@@ -109,3 +135,75 @@ def test_checkpoint_of_other_parameters_is_not_resumed(workdir, uninterrupted):
     result = run_to_end(changed, name)
     assert "was made with other parameters" in result.stdout and "starting fresh" in result.stdout
     assert curves(changed, name)[1]["step"] == EPOCHS
+
+
+def test_a_second_trainer_on_the_same_checkpoints_is_refused(workdir):
+    first = start_training(workdir, "locked")
+    try:
+        wait_for_epoch(first, 1)
+        second = subprocess.run(train_command("locked"), cwd=workdir, env=env(), capture_output=True, text=True,
+                                timeout=600)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip().startswith("error: ") and "in use by another training run (pid" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.communicate(timeout=600)
+
+
+def test_the_trainer_stops_when_its_parent_dies(workdir, tmp_path):
+    """kill -9 of the process that started training (dvc, in a pipeline) must not leave an orphan writing."""
+    log, pid_file = tmp_path / "train.log", tmp_path / "train.pid"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({train_command('orphan')!r}, stdout=open({str(log)!r}, 'w'), stderr=subprocess.STDOUT)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(3600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=workdir, env=env(), preexec_fn=default_signals)
+    try:
+        deadline = time.monotonic() + 600
+        while f"epoch 1/{EPOCHS}" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and parent.poll() is None, log.read_text() if log.exists() else ""
+            time.sleep(0.2)
+        trainer = int(pid_file.read_text())
+        parent.kill()
+        parent.wait(timeout=60)
+        while pid_alive(trainer):
+            assert time.monotonic() < deadline, f"the orphaned trainer {trainer} is still running:\n{log.read_text()}"
+            time.sleep(0.2)
+        assert "error: interrupted after epoch" in log.read_text()
+    finally:
+        parent.kill()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie reaped by init counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed_and_a_stage_runs_its_own_trees_library(workdir, tmp_path):
+    """Stages import the src/ of their own tree (not the installed one), and that code is in the resume key."""
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO / "stages", tree / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    init = tree / "src" / "cifar_resnet" / "__init__.py"
+    init.write_text(init.read_text() + "\nprint('library of the copied tree')\n")
+    command = [sys.executable, str(tree / "stages" / "train.py"), *train_command("copied")[2:]]
+    process = subprocess.Popen(command, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=default_signals)
+    seen = wait_for_epoch(process, 1)
+    process.kill()
+    process.communicate(timeout=600)
+    assert "library of the copied tree\n" in seen  # PYTHONPATH names the repo's src/, yet the copy's ran
+
+    augment = tree / "src" / "cifar_resnet" / "training" / "augment.py"
+    augment.write_text(augment.read_text() + "\n# an edit of the training code\n")
+    result = run_to_end(workdir, "copied", command)
+    assert "was made with other code (src/cifar_resnet/training/augment.py): starting fresh" in result.stdout
+    assert curves(workdir, "copied")[1]["step"] == EPOCHS

@@ -8,11 +8,12 @@ from torch import nn
 from cifar_resnet.config import TrainParams, validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.errors import UserError
+from cifar_resnet.inference import autocast_dtype, cpu_has_native_bf16, evaluate_logits, select_device, wants_channels_last
 from cifar_resnet.training import (
-    DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, autocast_dtype, build_optimizer, build_schedule,
-    channel_stats, evaluate_logits, fit, load_checkpoint, make_eval_tensors, parameter_groups, seed_everything,
-    select_device, train_one_epoch, wants_channels_last,
+    DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, Precision, TrainingRun, build_optimizer, build_schedule,
+    channel_stats, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
 )
+from cifar_resnet.training.run import assemble_run
 
 
 def train_cfg(**overrides) -> TrainParams:
@@ -39,16 +40,10 @@ def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None):
     train = train if train is not None else toy_images(64)
     val = val if val is not None else toy_images(32, seed=1)
     seed_everything(seed)
-    model = tiny_model()
-    mean, std = channel_stats(train.images)
-    feeder = LoaderFeeder(train, cfg.augment, mean, std, cfg.batch_size, seed)
-    val_x, val_y = make_eval_tensors(val, mean, std)
-    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), cfg.optimizer, cfg.max_lr)
-    schedule = build_schedule(optimizer, cfg, len(feeder))
+    run = assemble_run(tiny_model(), train, val, cfg, seed, torch.device("cpu"), num_classes=2)
     seen = []
-    outcome = fit(model, feeder, val_x, val_y, optimizer, schedule, cfg, torch.device("cpu"), tmp_path / "ckpt",
-                  seed, run_info={"params_hash": "abc"}, on_epoch_end=seen.append, resume=resume)
-    return model, outcome, seen
+    outcome = fit(run, tmp_path / "ckpt", run_info={"key": "abc"}, on_epoch_end=seen.append, resume=resume)
+    return run.model, outcome, seen
 
 
 def test_channel_stats_on_known_images():
@@ -68,7 +63,7 @@ def test_fit_learns_logs_a_baseline_and_every_epoch_and_checkpoints(tmp_path):
     assert outcome.history == seen and outcome.stop_reason == "completed"
     assert seen[-1].val_acc == 1.0
     last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    assert last["epoch"] == 4 and last["run_info"]["params_hash"] == "abc"
+    assert last["epoch"] == 4 and last["run_info"]["key"] == "abc"
     assert {"model", "optimizer", "scheduler", "scaler", "early_stopping", "history"} <= set(last)
     best = load_checkpoint(tmp_path / "ckpt" / "best.pt")
     best_val = max(r.val_acc for r in seen[1:])
@@ -133,8 +128,23 @@ def one_batch_epoch(cfg, model=None):
     optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), cfg.optimizer, cfg.max_lr)
     schedule = build_schedule(optimizer, cfg, 1)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    train_one_epoch(model, [(images, labels)], 1, optimizer, schedule, scaler, cfg, torch.device("cpu"), 0, 1)
+    run = TrainingRun(model, OneBatch(images, labels), images[:0], labels[:0], optimizer, schedule, cfg,
+                      torch.device("cpu"), 0, [0.0] * 3, [1.0] * 3, 2)
+    train_one_epoch(model, run, 1, scaler, Precision(None, False))
     return model
+
+
+class OneBatch:
+    """A feeder of one fixed batch per epoch."""
+
+    def __init__(self, images, labels):
+        self.batch = (images, labels)
+
+    def __len__(self):
+        return 1
+
+    def epoch(self, epoch):
+        return iter([self.batch])
 
 
 def total_grad_norm(model):
@@ -259,10 +269,18 @@ def test_device_feeder_batches_are_normalised_augmented_and_repeatable():
 
 def test_precision_and_memory_format_choices():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
     assert autocast_dtype("fp16", cuda) == torch.float16 and autocast_dtype("fp32", cuda) is None
-    assert wants_channels_last("auto", cpu) is False and wants_channels_last("auto", cuda) is True
-    assert wants_channels_last(True, cpu) is True
+    assert wants_channels_last("auto", cuda) is True and wants_channels_last(True, cpu) is True
+    assert wants_channels_last("auto", cpu, None) is False and wants_channels_last("auto", cpu, torch.bfloat16) is True
+
+
+def test_auto_precision_is_bf16_exactly_on_cpus_that_run_it_natively():
+    # /proc/cpuinfo is an independent witness of what torch.cpu.get_capabilities reports.
+    flags = set(open("/proc/cpuinfo").read().split())
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert cpu_has_native_bf16() == native
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
 
 
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):

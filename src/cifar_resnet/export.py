@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .fileio import atomic_path
+from .fileio import atomic_file, atomic_path
 
 Forward = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -92,9 +92,9 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> None:
-    """torch.jit.save to a temporary name, then rename (never a half-written file)."""
-    with _quiet_jit(), atomic_path(path) as tmp:
-        torch.jit.save(module, str(tmp))
+    """torch.jit.save to a temporary file, then rename (never a half-written file)."""
+    with _quiet_jit(), atomic_file(path) as file:
+        torch.jit.save(module, file)
 
 
 def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
@@ -119,7 +119,7 @@ def export_program(model: nn.Module, sample: torch.Tensor) -> torch.export.Expor
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> None:
     """torch.export.save, atomically."""
     # Through a file object: given a path, torch.export.save warns when it does not end in .pt2.
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+    with atomic_file(path) as file:
         torch.export.save(program, file)
 
 

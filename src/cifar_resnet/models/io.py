@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_file, write_json
 from .resnet import ResNet, build_model
 
 # Which stage writes the final model, for "not found" messages.
@@ -28,8 +28,8 @@ def save_weights(weights_path: str | Path, model: nn.Module) -> None:
     """Write the state_dict alone, atomically: other weights for a config already written."""
     # CPU tensors so the file loads on any machine, whatever device trained it.
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    with atomic_path(weights_path) as tmp:
-        torch.save(state, tmp)
+    with atomic_file(weights_path) as file:
+        torch.save(state, file)
 
 
 def load_model(

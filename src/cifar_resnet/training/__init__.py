@@ -1,19 +1,22 @@
-"""Training: augmentation and data feeding, optimiser and schedule, the epoch loop, checkpoints."""
+"""Training: augmentation and data feeding, optimiser and schedule, the epoch loop, checkpoints.
+
+Running a trained model (device choice, eval tensors, logits) lives in `cifar_resnet.inference`.
+"""
 
 from .augment import build_image_transform, crop_flip_batch, cutmix, derive_seed, mix_batch, mixup
-from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
-from .feeding import DeviceFeeder, LoaderFeeder, channel_stats, make_eval_tensors, normalise
+from .checkpoint import load_checkpoint, save_checkpoint
+from .feeding import DeviceFeeder, LoaderFeeder, channel_stats
 from .loop import (
-    EarlyStopper, EpochResult, FitOutcome, autocast_dtype, evaluate_logits, fit, loss_and_accuracy,
-    seed_everything, select_device, train_one_epoch, wants_channels_last,
+    EarlyStopper, EpochResult, FitOutcome, Precision, TrainingRun, check_divergence, fit, seed_everything,
+    train_one_epoch,
 )
+from .progress import EpochPrinter
 from .optim import build_optimizer, parameter_groups
 from .schedule import LRSchedule, build_schedule
 
 __all__ = [
-    "DeviceFeeder", "EarlyStopper", "EpochResult", "FitOutcome", "LRSchedule", "LoaderFeeder",
-    "autocast_dtype", "build_image_transform", "build_optimizer", "build_schedule", "channel_stats",
-    "crop_flip_batch", "cutmix", "derive_seed", "evaluate_logits", "fit", "load_checkpoint",
-    "loss_and_accuracy", "make_eval_tensors", "mix_batch", "mixup", "normalise", "parameter_groups", "resumable_checkpoint",
-    "save_checkpoint", "seed_everything", "select_device", "train_one_epoch", "wants_channels_last",
+    "DeviceFeeder", "EarlyStopper", "EpochPrinter", "EpochResult", "FitOutcome", "LRSchedule", "LoaderFeeder", "Precision",
+    "TrainingRun", "build_image_transform", "build_optimizer", "build_schedule", "channel_stats", "check_divergence",
+    "crop_flip_batch", "cutmix", "derive_seed", "fit", "load_checkpoint", "mix_batch", "mixup", "parameter_groups",
+    "save_checkpoint", "seed_everything", "train_one_epoch",
 ]

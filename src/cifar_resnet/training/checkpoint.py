@@ -8,13 +8,13 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_file
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    with atomic_file(path) as file:
+        torch.save(state, file)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

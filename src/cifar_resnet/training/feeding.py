@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
+from ..inference import normalise
 from .augment import build_image_transform, crop_flip_batch, derive_seed
 
 
@@ -26,20 +27,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     # A constant channel (e.g. grey digits) would divide by zero when normalising.
     std = np.where(std < 1e-6, 1.0, std)
     return pixels.mean(axis=0).tolist(), std.tolist()
-
-
-def normalise(images_uint8_nchw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 NCHW -> float NCHW normalised with per-channel mean/std (0..1 scale)."""
-    device = images_uint8_nchw.device
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return (images_uint8_nchw.float() / 255.0 - mean_t) / std_t
-
-
-def make_eval_tensors(images: ImageSet, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised NCHW float tensors and int64 labels for a whole split (no augmentation)."""
-    x = torch.from_numpy(images.images).permute(0, 3, 1, 2)
-    return normalise(x, mean, std), torch.from_numpy(images.labels.astype(np.int64))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

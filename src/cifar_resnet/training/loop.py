@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -16,9 +15,14 @@ import torch.nn.functional as F
 from ..config import TrainParams
 from ..distributed import DistInfo, sum_across_ranks, sync_buffers
 from ..errors import UserError
+from ..inference import autocast, autocast_dtype, evaluate_logits, loss_and_accuracy, wants_channels_last
 from .augment import derive_seed, mix_batch
 from .checkpoint import save_checkpoint
 from .schedule import LRSchedule
+
+# How often the progress bar reads the running loss from the device (each read waits for
+# the device to finish, which on a GPU stalls the queue of the next steps).
+PROGRESS_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ class EpochResult:
     val_loss: float
     val_acc: float
     lr: float
+
+    def measured(self) -> dict[str, float]:
+        """{"train/loss": ..., "val/acc": ..., "lr": ...} for what was measured (NaN marks what was not)."""
+        names = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        return {name.replace("_", "/"): getattr(self, name) for name in names if not math.isnan(getattr(self, name))}
 
 
 @dataclass
@@ -47,26 +56,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(requested: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without one is a user mistake."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(requested)
+@dataclass
+class TrainingRun:
+    """What fit() trains: assembled once by training.run.assemble_run, for the stage, tests and benchmarks."""
+
+    model: torch.nn.Module  # on `device`
+    feeder: Any  # LoaderFeeder or DeviceFeeder: len() batches, .epoch(n) yields (images, labels)
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    cfg: TrainParams
+    device: torch.device
+    seed: int
+    mean: list[float]  # the training split's channel statistics, which normalise every input
+    std: list[float]
+    num_classes: int
+    dist_info: DistInfo = DistInfo()
+    eval_batch_size: int = 256
+
+    @property
+    def exploding_loss(self) -> float:
+        """A loss this far above a uniform guess's (ln C) means the run has diverged, not learned."""
+        return 100 * math.log(max(self.num_classes, 2))
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype, or None for full fp32. `auto`: bf16 on CUDA, fp32 on the CPU."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else (
-            torch.float16 if device.type == "cuda" else None)
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+@dataclass(frozen=True)
+class Precision:
+    """How batches are computed: autocast dtype (None = fp32) and memory format."""
 
+    amp_dtype: Optional[torch.dtype]
+    channels_last: bool
 
-def wants_channels_last(setting, device: torch.device) -> bool:
-    """channels_last pays off on CUDA tensor cores; on the CPU it is usually slower."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    @classmethod
+    def for_run(cls, cfg: TrainParams, device: torch.device) -> "Precision":
+        dtype = autocast_dtype(cfg.precision, device)
+        return cls(dtype, wants_channels_last(cfg.channels_last, device, dtype))
 
 
 class EarlyStopper:
@@ -108,90 +133,67 @@ def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in model.parameters() if p.ndim > 1 and p.requires_grad)
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    batches: Iterable,
-    steps: int,
-    optimizer: torch.optim.Optimizer,
-    schedule: LRSchedule,
-    scaler: torch.amp.GradScaler,
-    cfg: TrainParams,
-    device: torch.device,
-    seed: int,
-    epoch: int,
-    amp_dtype: Optional[torch.dtype] = None,
-    channels_last: bool = False,
-    dist_info: DistInfo = DistInfo(),
-) -> tuple[float, float, float]:
-    """One pass over the batches; returns (mean loss, accuracy, last learning rate used).
+def _diverged(epoch: int, what: str) -> UserError:
+    return UserError(f"training diverged at epoch {epoch}: {what} (lower train.max_lr); "
+                     f"the checkpoints of epoch {epoch - 1} are kept")
 
-    Under CutMix/MixUp the loss and accuracy count each target by its mixing share. In
-    data-parallel training they are summed over all processes' shards.
+
+def train_one_epoch(
+    trainable: torch.nn.Module, run: TrainingRun, epoch: int, scaler: torch.amp.GradScaler, precision: Precision
+) -> tuple[float, float, float]:
+    """One pass over the feeder's batches; returns (mean loss, accuracy, last learning rate used).
+
+    `trainable` is run.model, possibly wrapped (DDP, torch.compile). Loss, hits and the
+    finiteness check accumulate on the device and are read at the end of the epoch (and
+    every PROGRESS_EVERY steps for a live progress bar), so a GPU is never stalled by a
+    per-step host sync. Under CutMix/MixUp the loss and accuracy count each target by its
+    mixing share. In data-parallel training they are summed over all processes' shards.
     """
     from tqdm import tqdm
 
-    model.train()
-    total_loss, correct, seen = 0.0, 0.0, 0
-    lr = optimizer.param_groups[0]["lr"]
-    augment = cfg.augment
+    cfg, device, rank = run.cfg, run.device, run.dist_info.rank
+    trainable.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, hits, images
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    lr = run.optimizer.param_groups[0]["lr"]
     # disable=None: a live bar on a terminal, silence in logs and tests.
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-               disable=None if dist_info.is_main else True, unit="batch")
+    bar = tqdm(run.feeder.epoch(epoch), total=len(run.feeder), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=None if run.dist_info.is_main else True, unit="batch")
     for step, (images, labels) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        if channels_last:
+        if precision.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        batch = mix_batch(images, labels, augment.cutmix, augment.mixup, derive_seed(seed, epoch, step, 1, dist_info.rank))
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(batch.images)
-            smoothing = cfg.label_smoothing
-            loss = batch.lam * F.cross_entropy(logits, batch.labels_a, label_smoothing=smoothing)
+        batch = mix_batch(images, labels, cfg.augment.cutmix, cfg.augment.mixup, derive_seed(run.seed, epoch, step, 1, rank))
+        with autocast(device, precision.amp_dtype):
+            logits = trainable(batch.images)
+            loss = batch.lam * F.cross_entropy(logits, batch.labels_a, label_smoothing=cfg.label_smoothing)
             if batch.lam < 1.0:
-                loss = loss + (1 - batch.lam) * F.cross_entropy(logits, batch.labels_b, label_smoothing=smoothing)
+                loss = loss + (1 - batch.lam) * F.cross_entropy(logits, batch.labels_b, label_smoothing=cfg.label_smoothing)
         if cfg.l1 > 0:
-            loss = loss + cfg.l1 * l1_penalty(model)
-        if not torch.isfinite(loss):
-            raise UserError(f"training diverged at epoch {epoch}: loss is {loss.item()} (lower train.max_lr)")
-        optimizer.zero_grad(set_to_none=True)
+            loss = loss + cfg.l1 * l1_penalty(run.model)
+        run.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-        scaler.step(optimizer)
+            scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad_norm)
+        scaler.step(run.optimizer)
         scaler.update()
-        lr = optimizer.param_groups[0]["lr"]
-        schedule.after_batch()
-        n = labels.size(0)
-        predicted = logits.argmax(1)
-        hits = batch.lam * (predicted == batch.labels_a).sum().item() + (1 - batch.lam) * (predicted == batch.labels_b).sum().item()
-        total_loss += loss.item() * n
-        correct += hits
-        seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    total_loss, correct, seen = sum_across_ranks([total_loss, correct, seen], dist_info, device)
-    return total_loss / max(seen, 1), correct / max(seen, 1), lr
-
-
-@torch.no_grad()
-def evaluate_logits(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool = False
-) -> torch.Tensor:
-    """Logits for a whole normalised NCHW tensor, in eval mode, batched; returned in fp32 on the CPU."""
-    model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        outputs.append(model(batch).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    if len(labels) == 0:
-        return math.nan, math.nan
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.schedule.after_batch()
+        predicted = logits.detach().argmax(1)
+        hits = batch.lam * (predicted == batch.labels_a).sum() + (1 - batch.lam) * (predicted == batch.labels_b).sum()
+        totals += torch.stack([loss.detach().double() * len(labels), hits.double(), totals.new_tensor(len(labels))])
+        finite &= torch.isfinite(loss.detach())
+        if (step + 1) % PROGRESS_EVERY == 0:
+            if not finite.item():
+                break  # a NaN step has already poisoned the weights: stop wasting the epoch
+            if not bar.disable:
+                bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}")
+    if not finite.item():
+        raise _diverged(epoch, "the training loss is not finite")
+    loss_sum, hits, seen = sum_across_ranks(totals.tolist(), run.dist_info, device)
+    return loss_sum / max(seen, 1), hits / max(seen, 1), lr
 
 
 @dataclass
@@ -203,12 +205,12 @@ class _RunState:
     best_epoch: int = 0
 
 
-def _checkpoint(model, optimizer, schedule, scaler, stopper, state: _RunState, run_info) -> dict[str, Any]:
+def _checkpoint(run: TrainingRun, scaler, stopper, state: _RunState, run_info) -> dict[str, Any]:
     return {
         "epoch": state.history[-1].epoch if state.history else 0,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(),
         "scaler": scaler.state_dict(),
         "early_stopping": stopper.state_dict(),
         "history": [asdict(r) for r in state.history],
@@ -218,85 +220,89 @@ def _checkpoint(model, optimizer, schedule, scaler, stopper, state: _RunState, r
     }
 
 
+def _restore(run: TrainingRun, scaler, stopper, resume: dict[str, Any]) -> _RunState:
+    run.model.load_state_dict(resume["model"])
+    run.optimizer.load_state_dict(resume["optimizer"])
+    run.schedule.load_state_dict(resume["scheduler"])
+    scaler.load_state_dict(resume["scaler"])
+    stopper.load_state_dict(resume["early_stopping"])
+    return _RunState([EpochResult(**r) for r in resume["history"]], resume["stop_reason"], resume["best_epoch"])
+
+
+def _validate(run: TrainingRun, precision: Precision) -> tuple[float, float]:
+    """Validation loss and accuracy of the bare model (no DDP wrapper: no gradient sync needed)."""
+    logits = evaluate_logits(run.model, run.val_images, run.eval_batch_size, run.device, precision.channels_last,
+                             precision.amp_dtype)
+    return loss_and_accuracy(logits, run.val_labels)
+
+
+def check_divergence(result: EpochResult, limit: float) -> None:
+    """Stop a run whose losses are not finite or have exploded; NaN val_loss means no validation split."""
+    if not math.isfinite(result.train_loss) or result.train_loss > limit:
+        raise _diverged(result.epoch, f"the training loss is {result.train_loss:.4g}")
+    if math.isinf(result.val_loss) or result.val_loss > limit or (math.isnan(result.val_loss) and not math.isnan(result.val_acc)):
+        raise _diverged(result.epoch, f"the validation loss is {result.val_loss:.4g}")
+
+
 def fit(
-    model: torch.nn.Module,
-    feeder,
-    val_images: torch.Tensor,
-    val_labels: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    schedule: LRSchedule,
-    cfg: TrainParams,
-    device: torch.device,
+    run: TrainingRun,
     checkpoint_dir: str | Path,
-    seed: int,
     run_info: Optional[dict[str, Any]] = None,
     on_epoch_end: Optional[Callable[[EpochResult], None]] = None,
     resume: Optional[dict[str, Any]] = None,
-    eval_batch_size: int = 256,
-    dist_info: DistInfo = DistInfo(),
 ) -> FitOutcome:
     """Train for cfg.epochs (or until a stopping rule fires), checkpointing every epoch.
 
     Writes last.pt every epoch, best.pt at each new best validation accuracy (training
     accuracy without a validation split), epoch_NNN.pt every cfg.checkpoint_every epochs.
     A fresh run first evaluates the untrained model (epoch 0). `resume` is a checkpoint
-    of this same configuration: training continues after its epoch, and since every
-    epoch's randomness derives from (seed, epoch), the result equals an uninterrupted run.
-    `on_epoch_end` sees every epoch, the restored ones first.
+    of this same run: training continues after its epoch, and since every epoch's
+    randomness derives from (seed, epoch), the result equals an uninterrupted run.
+    `on_epoch_end` sees every epoch, the restored ones first. An epoch whose losses are
+    not finite or exploded raises a UserError before anything of it is saved or logged.
 
     In data-parallel training (dist_info.active) the model is wrapped in
     DistributedDataParallel; every process evaluates the same full validation split with
     identical weights, so all take the same stopping decisions; only rank 0 checkpoints.
     """
+    cfg, dist_info = run.cfg, run.dist_info
     checkpoint_dir = Path(checkpoint_dir)
     run_info = run_info or {}
-    amp_dtype = autocast_dtype(cfg.precision, device)
-    channels_last = wants_channels_last(cfg.channels_last, device)
+    precision = Precision.for_run(cfg, run.device)
     # Gradient scaling is only needed for fp16, whose range is too narrow for small gradients.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=precision.amp_dtype == torch.float16)
     stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    trainable = model
+    if precision.channels_last:
+        run.model = run.model.to(memory_format=torch.channels_last)
+    trainable = run.model
     if dist_info.active:
         from torch.nn.parallel import DistributedDataParallel
 
-        trainable = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+        trainable = DistributedDataParallel(run.model, device_ids=[dist_info.local_rank] if run.device.type == "cuda" else None)
     if cfg.compile:
         trainable = torch.compile(trainable)
 
-    state = _RunState()
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        stopper.load_state_dict(resume["early_stopping"])
-        state = _RunState([EpochResult(**r) for r in resume["history"]], resume["stop_reason"], resume["best_epoch"])
+        state = _restore(run, scaler, stopper, resume)
     else:
-        val_loss, val_acc = loss_and_accuracy(evaluate_logits(model, val_images, eval_batch_size, device, channels_last), val_labels)
-        state.history.append(EpochResult(0, math.nan, math.nan, val_loss, val_acc, optimizer.param_groups[0]["lr"]))
+        val_loss, val_acc = _validate(run, precision)
+        state = _RunState([EpochResult(0, math.nan, math.nan, val_loss, val_acc, run.optimizer.param_groups[0]["lr"])])
     if on_epoch_end is not None:
         for result in state.history:
             on_epoch_end(result)
 
-    first_epoch = state.history[-1].epoch + 1
     best_score = max((_score(r) for r in state.history if r.epoch > 0), default=-math.inf)
-    for epoch in range(first_epoch, cfg.epochs + 1):
+    for epoch in range(state.history[-1].epoch + 1, cfg.epochs + 1):
         if state.stop_reason:
             break
         # Dropout and anything else drawing from torch's global RNG: seeded by epoch, so resumable.
-        torch.manual_seed(derive_seed(seed, epoch, 2, dist_info.rank))
-        train_loss, train_acc, lr = train_one_epoch(
-            trainable, feeder.epoch(epoch), len(feeder), optimizer, schedule, scaler, cfg, device, seed, epoch,
-            amp_dtype, channels_last, dist_info,
-        )
-        # The bare model, not the DDP wrapper: evaluation needs no gradient synchronisation.
-        sync_buffers(model, dist_info)
-        logits = evaluate_logits(model, val_images, eval_batch_size, device, channels_last)
-        val_loss, val_acc = loss_and_accuracy(logits, val_labels)
-        schedule.after_epoch(val_loss)
+        torch.manual_seed(derive_seed(run.seed, epoch, 2, dist_info.rank))
+        train_loss, train_acc, lr = train_one_epoch(trainable, run, epoch, scaler, precision)
+        sync_buffers(run.model, dist_info)
+        val_loss, val_acc = _validate(run, precision)
         result = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, lr)
+        check_divergence(result, run.exploding_loss)
+        run.schedule.after_epoch(val_loss)
         state.history.append(result)
         stopper.update(result)
         if stopper.should_stop:
@@ -308,7 +314,7 @@ def fit(
             best_score, state.best_epoch = _score(result), epoch
         if not dist_info.is_main:
             continue
-        snapshot = _checkpoint(model, optimizer, schedule, scaler, stopper, state, run_info)
+        snapshot = _checkpoint(run, scaler, stopper, state, run_info)
         if improved:
             save_checkpoint(checkpoint_dir / "best.pt", snapshot)
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:

@@ -1,0 +1,216 @@
+"""A training run assembled once from validated params, and the store an interrupted run resumes from.
+
+The train stage, the tests and the benchmarks all build their runs with `assemble_run`,
+so what they exercise is what the stage runs.
+
+Resuming: DVC deletes a stage's outputs before it reruns the stage, and a `persist`
+output would switch off DVC's run-cache (so returning to earlier params would retrain).
+So the checkpoints of a run in progress live in a `ResumeStore`, a folder outside DVC's
+outputs, keyed by everything the run depends on: params, the code of the stage's import
+closure and the prepared data. A run resumes only from a store with the same key, and
+the store is emptied once the run's outputs are written, so a finished run is never
+"resumed" again and only an interrupted one is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from ..config import Params, TrainParams
+from ..data.arrays import ImageSet
+from ..distributed import DistInfo, init_distributed
+from ..errors import UserError
+from ..fileio import atomic_dir, write_json
+from ..inference import make_eval_tensors, select_device
+from ..models import backbone_lr_scale, model_summary, prepare_model, save_model, save_weights
+from ..provenance import describe_change, digests, value_digest
+from .checkpoint import load_checkpoint
+from .feeding import DeviceFeeder, LoaderFeeder, channel_stats
+from .loop import TrainingRun, seed_everything
+from .optim import build_optimizer, parameter_groups
+from .schedule import build_schedule
+
+
+def check_consistency(cfg: TrainParams, train_size: int, val_size: int) -> None:
+    """Settings that are valid alone but contradict the data."""
+    if cfg.batch_size > train_size:
+        raise UserError(
+            f"train.batch_size = {cfg.batch_size} is larger than the {train_size} training images "
+            "(lower it or raise data.max_train)"
+        )
+    needs_val = {
+        "train.scheduler = plateau": cfg.scheduler == "plateau",
+        "train.early_stopping.patience": cfg.early_stopping.patience is not None,
+        "train.target_val_acc": cfg.target_val_acc is not None,
+    }
+    for setting, used in needs_val.items():
+        if used and val_size == 0:
+            raise UserError(f"{setting} needs a validation split, but data.val_fraction leaves it empty")
+
+
+def assemble_run(
+    model: torch.nn.Module,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    cfg: TrainParams,
+    seed: int,
+    device: torch.device,
+    num_classes: int,
+    dist_info: DistInfo = DistInfo(),
+    lr_scale: Optional[Callable[[str], float]] = None,
+) -> TrainingRun:
+    """Feeder, validation tensors, optimiser and schedule around `model`, as `cfg` asks.
+
+    `cfg.batch_size` is the global batch: each of dist_info.world_size processes feeds its
+    share. `lr_scale` maps parameter names to LR multipliers (a slower pretrained backbone).
+    """
+    if cfg.batch_size % dist_info.world_size:
+        raise UserError(f"train.batch_size = {cfg.batch_size} does not split evenly over {dist_info.world_size} processes")
+    batch_size = cfg.batch_size // dist_info.world_size
+    mean, std = channel_stats(train_set.images)
+    shard = {"rank": dist_info.rank, "world_size": dist_info.world_size}
+    if cfg.data_on_device:
+        feeder = DeviceFeeder(train_set, cfg.augment, mean, std, batch_size, seed, device, **shard)
+    else:
+        feeder = LoaderFeeder(train_set, cfg.augment, mean, std, batch_size, seed,
+                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
+    val_images, val_labels = make_eval_tensors(val_set, mean, std)
+    model = model.to(device)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale)
+    optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov)
+    schedule = build_schedule(optimizer, cfg, len(feeder))
+    return TrainingRun(model, feeder, val_images, val_labels, optimizer, schedule, cfg, device, seed, mean, std,
+                       num_classes, dist_info)
+
+
+def run_key(params: Params, code: list[Path], data: list[Path], code_root: Path) -> dict[str, Any]:
+    """What a training run is made of: its params, the code it runs and the data it reads.
+
+    Only `num_workers` is left out of the params: how many processes feed the batches
+    does not change what is learned (each image's augmentation is seeded by itself).
+    """
+    train = params.train.model_dump()
+    train.pop("num_workers")
+    shaping = {"seed": params.seed, "data": params.data.model_dump(), "model": params.model.model_dump(), "train": train}
+    return {"params": value_digest(shaping), "code": digests(code, code_root), "data": digests(data)}
+
+
+class ResumeStore:
+    """The checkpoints of the run in progress, in a folder DVC does not manage (see the module doc)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    @contextmanager
+    def exclusive(self) -> Iterator["ResumeStore"]:
+        """Hold the store for one training process; a second one is refused with a clear error.
+
+        The lock is an flock, released by the kernel when its holder dies however it dies,
+        so a killed run never blocks the next one, while a live orphan always does.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise UserError(
+                    f"{self.folder} is in use by another training run ({holder}); wait for it to end or stop it"
+                ) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()}")
+            lock.flush()
+            yield self
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob("*.pt") if not p.name.startswith("."))
+
+    def clear(self) -> None:
+        for entry in self.folder.iterdir() if self.folder.is_dir() else ():
+            if entry.name == ".lock":
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+    def resumable(self, key: dict[str, Any]) -> tuple[Optional[dict[str, Any]], str]:
+        """The interrupted run's last checkpoint if it has exactly this key, and one line saying what was decided.
+
+        Read-only, so every data-parallel process can ask; the main one then clears a store
+        it does not resume, so nothing in it can pass for this run's.
+        """
+        last = self.folder / "last.pt"
+        if not last.exists():
+            return None, "starting fresh"
+        try:
+            state = load_checkpoint(last)
+        except UserError as err:
+            return None, f"ignoring an unreadable interrupted run ({err}): starting fresh"
+        change = describe_change(state.get("run_info", {}).get("key") or {}, key)
+        if change is not None:
+            return None, f"an interrupted run in {self.folder} was made with {change}: starting fresh"
+        return state, f"resuming from {last} after epoch {state['epoch']}"
+
+    def publish(self, out: str | Path) -> None:
+        """Move the finished run's checkpoints into the output folder `out` (replaced atomically), emptying the store."""
+        with atomic_dir(out) as tmp:
+            for checkpoint in self.checkpoints():
+                shutil.move(checkpoint, tmp / checkpoint.name)
+        self.clear()
+
+
+@dataclass
+class StartedRun:
+    """A run ready to fit, with what the stage reports and writes around it."""
+
+    run: TrainingRun
+    model_config: dict[str, Any]  # everything later stages need to rebuild the model
+    description: str
+
+    def save_best(self, best_checkpoint: Path, model_path: Path, config_path: Path) -> None:
+        """The final model: the best epoch's weights (by validation accuracy), as the seeds keep."""
+        self.run.model.load_state_dict(load_checkpoint(best_checkpoint)["model"])
+        save_model(model_path, config_path, self.run.model.cpu(), self.model_config)
+
+
+def start_run(
+    params: Params, train_set: ImageSet, val_set: ImageSet, classes: list[str], baseline_path: Path, summary_path: Path
+) -> StartedRun:
+    """Seed, pick the device, join a data-parallel group, build the model and its run.
+
+    The main process writes the untrained (or pretrained) weights to `baseline_path` and
+    the model summary to `summary_path`. The model is built right after seeding, before
+    any checkpoint is loaded: the same weights on every run of this configuration.
+    """
+    cfg = params.train
+    seed_everything(params.seed)
+    device = select_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.active:
+        device = torch.device("cuda", dist_info.local_rank)
+    prepared = prepare_model(params.model, len(classes))
+    summary = model_summary(prepared.model)
+    if dist_info.is_main:
+        for note in prepared.notes:
+            print(note)
+        save_weights(baseline_path, prepared.model)
+        write_json(summary_path, {"model": summary})
+    lr_scale = backbone_lr_scale(prepared.backbone, cfg.backbone_lr_scale) if cfg.backbone_lr_scale != 1.0 else None
+    run = assemble_run(prepared.model, train_set, val_set, cfg, params.seed, device, len(classes), dist_info, lr_scale)
+    model_config = {**params.model.model_dump(), "num_classes": len(classes), "classes": classes,
+                    "mean": run.mean, "std": run.std}
+    processes = f" x {dist_info.world_size} processes" if dist_info.active else ""
+    description = (
+        f"{params.model.arch} (width {params.model.width}, {params.model.stem} stem): {summary['params']:,} parameters "
+        f"({summary['trainable_params']:,} trainable), {summary['macs'] / 1e6:,.1f} M multiply-adds per image, "
+        f"on {device}{processes}; {len(train_set)} train / {len(val_set)} val images"
+    )
+    return StartedRun(run, model_config, description)
