@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Workspace state that must not leak into the copy: outputs, caches, the lock of real runs.
-EXCLUDE_TOP = {".git", "data", "models", "dvclive", "plots", "metrics", "dvc_plots", "dvc.lock", ".pytest_cache"}
+EXCLUDE_TOP = {".git", "data", "models", "dvclive", "plots", "metrics", "dvc_plots", "dvc.lock", ".pytest_cache", ".resume"}
 EXCLUDE_DVC = {"cache", "tmp", "config.local"}
 EXCLUDE_ANYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info")
 

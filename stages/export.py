@@ -3,7 +3,8 @@
 Outputs: a folder with traced.pt and scripted.pt (torch.jit.load), program.pt2
 (torch.export.load(path).module()), model.onnx (onnxruntime; when export.onnx is true),
 preprocess.json (class names, mean/std: all that scripts/predict.py needs besides the
-model), and the CPU latency table (latency.json with its environment, latency.md); a
+model); the CPU latency table in its own folder (latency.json with its environment,
+latency.md), since timings differ on every run while the model files must not; a
 compact metrics JSON with ms per image per model and batch size, and the parity check.
 """
 
@@ -23,7 +24,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the exported models and latency tables")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the exported models")
+    parser.add_argument("--latency", type=Path, required=True, help="folder for the latency tables")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     args = parser.parse_args()
     cfg = load_params().export
@@ -45,16 +47,16 @@ def main() -> None:
         # Checked and timed as loaded back from the files, so a bad file never becomes the output.
         exports = load_exports(write_exports(model, images, out, onnx=cfg.onnx))
         parity = check_exports(model, exports, images, cfg.tolerance)
+        write_json(out / "preprocess.json", preprocess)
         models = latency_models(model, exports, bf16_skip_reason())
         rows = latency_rows(models, images, cfg.latency_batches, cfg.warmup, cfg.repeats)
-        environment = environment_info()
-        markdown = latency_markdown(rows, environment)
-        # The full table stays beside the models; the metrics file keeps it compact for `dvc exp show`.
-        write_json(out / "latency.json", {
-            "environment": environment, "warmup": cfg.warmup, "repeats": cfg.repeats, "rows": rows,
-        })
+    environment = environment_info()
+    markdown = latency_markdown(rows, environment)
+    # Timings differ on every run, so they stay out of the cached model folder (whose bytes
+    # must repeat exactly); the metrics file keeps them compact for `dvc exp show`.
+    with atomic_dir(args.latency) as out:
+        write_json(out / "latency.json", {"environment": environment, "warmup": cfg.warmup, "repeats": cfg.repeats, "rows": rows})
         (out / "latency.md").write_text(markdown)
-        write_json(out / "preprocess.json", preprocess)
     write_json(args.metrics, latency_metrics(rows, parity))
     print(markdown)
 

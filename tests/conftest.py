@@ -27,10 +27,9 @@ def dvc_env(workdir: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(workdir / "src"), DVC_NO_ANALYTICS="1")
 
 
-def dvc(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def dvc(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
     """The real dvc CLI in `workdir`, running that copy's own library code."""
-    result = subprocess.run(["dvc", *args], cwd=workdir, env=dvc_env(workdir), capture_output=True, text=True,
-                            timeout=timeout)
+    result = run_showing_output(["dvc", *args], timeout, cwd=workdir, env=dvc_env(workdir))
     if check:
         assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -40,10 +39,19 @@ def dvc(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> su
 def smoke_template(tmp_path_factory) -> Path:
     """The smoke pipeline, run once per test session with scripts/smoke.py (results committed)."""
     workdir = tmp_path_factory.mktemp("smoke-template") / "repo"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "smoke.py"), "--workdir", str(workdir)],
-                            capture_output=True, text=True, timeout=900)
+    result = run_showing_output([sys.executable, str(REPO / "scripts" / "smoke.py"), "--workdir", str(workdir)],
+                                timeout=1800)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return workdir
+
+
+def run_showing_output(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that, when the command outlives `timeout`, fails with what it had printed."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as err:
+        output = (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
+        pytest.fail(f"{' '.join(command)} ran past {timeout:.0f} s; its output so far:\n{output}")
 
 
 @pytest.fixture

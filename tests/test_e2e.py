@@ -77,11 +77,11 @@ def test_export_parity_and_latency_are_recorded(smoke_repo):
     assert max(export["parity_max_abs_diff"].values()) <= params["tolerance"]
     out = smoke_repo / "models" / "export"
     assert {"traced.pt", "scripted.pt", "program.pt2", "model.onnx", "preprocess.json"} <= {p.name for p in out.iterdir()}
-    table = json.loads((out / "latency.json").read_text())
+    table = json.loads((smoke_repo / "plots" / "export" / "latency.json").read_text())
     eager = [row for row in table["rows"] if row["model"] == "eager"]
     assert {f"b{row['batch']}" for row in eager} == batches
     assert {"mean_ms", "p50_ms", "p95_ms", "ms_per_image", "images_per_s"} <= set(eager[0])
-    assert (out / "latency.md").read_text().count("\n") >= 5
+    assert (smoke_repo / "plots" / "export" / "latency.md").read_text().count("\n") >= 5
 
 
 def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_copy):
@@ -95,6 +95,10 @@ def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_copy):
     assert {0.05, 0.02} <= set(by_lr), rows
     for metrics in (by_lr[0.05], by_lr[0.02]):
         assert 0.0 <= metrics["metrics/eval.json"]["test"]["acc"] <= 1.0
+
+    # Back to the committed params: DVC's run-cache restores the earlier results, nothing retrains.
+    back = dvc(smoke_repo, "exp", "run", "-S", "train.max_lr=0.05", "-n", "back")
+    assert "Stage 'train' is cached - skipping run" in back.stdout and "epoch 1/" not in back.stdout, back.stdout
 
     plots = dvc(smoke_repo, "plots", "diff", "-o", "compare")
     index = smoke_repo / "compare" / "index.html"
@@ -143,3 +147,20 @@ def test_an_interrupted_repro_records_nothing_and_resumes(smoke_copy):
     resumed = dvc(smoke_copy, "repro")
     assert "resuming" in resumed.stdout.lower(), resumed.stdout
     assert (smoke_copy / "dvc.lock").read_bytes() != lock
+
+
+def cached_output_hashes(workdir):
+    """{path: md5} of every cached output in dvc.lock (uncached metrics and plots hold timings)."""
+    lock = yaml.safe_load((workdir / "dvc.lock").read_text())["stages"]
+    stages = yaml.safe_load((workdir / "dvc.yaml").read_text())["stages"]
+    uncached = {next(iter(entry)) for stage in stages.values() for entry in stage.get("outs", []) + stage.get("metrics", [])
+                if isinstance(entry, dict) and next(iter(entry.values())).get("cache") is False}
+    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", []) if out["path"] not in uncached}
+
+
+def test_the_same_code_data_and_params_give_the_same_bytes(smoke_copy):
+    """A forced rerun of every stage reproduces every cached output byte for byte (so dvc.lock is unchanged)."""
+    before = cached_output_hashes(smoke_copy)
+    assert {"models/model.pt", "models/baseline.pt", "models/checkpoints", "models/export", "data/prepared"} <= set(before)
+    dvc(smoke_copy, "repro", "--force")
+    assert cached_output_hashes(smoke_copy) == before

@@ -322,13 +322,15 @@ def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path,
     export = write_stage_inputs(tmp_path)
     result = run_stage(
         "export", "--data", "data/prepared", "--model", "models/model.pt", "--config", "models/model.json",
-        "--out", "models/export", "--metrics", "metrics/export.json",
+        "--out", "models/export", "--latency", "plots/export", "--metrics", "metrics/export.json",
     )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "models" / "export"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*EXPORT_FILES.values(), "latency.json", "latency.md", "preprocess.json"]
+        [*EXPORT_FILES.values(), "preprocess.json"]
     )
+    latency = tmp_path / "plots" / "export"
+    assert sorted(p.name for p in latency.iterdir()) == ["latency.json", "latency.md"]
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["export", "model.json", "model.pt"]
 
     metrics = json.loads((tmp_path / "metrics" / "export.json").read_text())
@@ -339,10 +341,10 @@ def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path,
     assert all(set(per_batch) == {"b1", "b4"} for per_batch in metrics["ms_per_image"].values())
     assert metrics["throughput_batch"] == 4 and all(v > 0 for v in metrics["images_per_s"].values())
 
-    table = json.loads((out / "latency.json").read_text())
+    table = json.loads((latency / "latency.json").read_text())
     assert [(row["model"], row["batch"]) for row in table["rows"]] == [(m, b) for m in LATENCY_ROWS for b in (1, 4)]
     assert table["environment"]["device"] == "cpu" and table["environment"]["threads"] == 1
-    markdown = (out / "latency.md").read_text()
+    markdown = (latency / "latency.md").read_text()
     assert all(f"| {name} | {b} |" in markdown for name in LATENCY_ROWS for b in (1, 4))
     assert markdown in result.stdout
 

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from cifar_resnet.fileio import atomic_dir, atomic_path, read_json, write_json
+from cifar_resnet.fileio import atomic_dir, atomic_file, atomic_path, read_json, write_json
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
@@ -36,3 +36,45 @@ def test_atomic_dir_keeps_the_old_folder_when_the_block_fails(tmp_path):
             raise RuntimeError("crash")
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["outs"]
+
+
+def test_json_never_holds_nan_or_infinity(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"loss": float("nan"), "rows": [1.5, float("inf"), {"x": float("-inf")}], "ok": 2.0})
+    text = target.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_json(target) == {"loss": None, "rows": [1.5, None, {"x": None}], "ok": 2.0}
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+    # What kill -9 during atomic_path / atomic_dir leaves behind:
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".export.xyz.tmp").mkdir()
+    (tmp_path / ".export.xyz.tmp" / "traced.pt").write_bytes(b"half")
+    (tmp_path / ".other.pt.keep.tmp").write_bytes(b"another file's temporary")
+    with atomic_file(tmp_path / "last.pt") as file:
+        file.write(b"whole")
+    with atomic_dir(tmp_path / "export") as folder:
+        (folder / "traced.pt").write_bytes(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.keep.tmp", "export", "last.pt"]
+
+
+def test_torch_files_written_through_atomic_file_are_byte_identical(tmp_path):
+    """torch.save records the name it is given inside the zip: a temporary name would differ every run."""
+    import torch
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    for name in ("a.pt", "b.pt"):
+        with atomic_file(tmp_path / name) as file:
+            torch.save(state, file)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_git_and_dvc_ignore_temporaries_and_the_resume_folder():
+    import subprocess
+
+    from conftest import REPO
+
+    for path in ("models/.model.pt.x1y2.tmp", "models/.export.abc.tmp/traced.pt", ".resume/train/last.pt"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
+    assert ".*.tmp" in (REPO / ".dvcignore").read_text().splitlines()

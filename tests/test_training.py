@@ -11,7 +11,7 @@ from cifar_resnet.errors import UserError
 from cifar_resnet.inference import autocast_dtype, cpu_has_native_bf16, evaluate_logits, select_device, wants_channels_last
 from cifar_resnet.training import (
     DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, Precision, TrainingRun, build_optimizer, build_schedule,
-    channel_stats, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
+    channel_stats, check_divergence, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
 )
 from cifar_resnet.training.run import assemble_run
 
@@ -323,3 +323,33 @@ def test_per_image_reseeding_repeats_draws_and_varies_between_images():
     assert all(torch.equal(first[i], shuffled_order[j]) for j, i in enumerate((3, 1, 0, 2)))
     same_image_other_epoch = dataset[(2, 0)][0]
     assert not torch.equal(first[0], same_image_other_epoch)
+
+
+def epoch(train_loss, val_loss, val_acc=0.5):
+    return EpochResult(3, train_loss, 0.5, val_loss, val_acc, 0.1)
+
+
+def test_divergence_is_caught_on_training_and_validation_losses():
+    limit = 100 * math.log(10)
+    check_divergence(epoch(2.3, 2.1), limit)  # a normal epoch
+    check_divergence(epoch(2.3, math.nan, math.nan), limit)  # no validation split: nothing measured
+    for bad, what in [(epoch(math.nan, 2.0), "training loss is nan"), (epoch(547156.0, 2.0), "training loss is 5.472e\\+05"),
+                      (epoch(2.0, math.nan), "validation loss is nan"), (epoch(2.0, math.inf), "validation loss is inf"),
+                      (epoch(2.0, 1e4), "validation loss is 1e\\+04")]:
+        with pytest.raises(UserError, match=rf"training diverged at epoch 3: the {what} \(lower train.max_lr\); "
+                                            r"the checkpoints of epoch 2 are kept"):
+            check_divergence(bad, limit)
+
+
+def test_exploding_losses_stop_fit_before_the_epoch_is_saved_or_logged(tmp_path):
+    _, _, seen = run_fit(tmp_path, train_cfg(epochs=1, scheduler="none", max_lr=0.1))
+    good = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    # A classifier flipped and scaled beyond reason: finite weights, confidently wrong, exploding losses.
+    good["model"] = {k: v * -1e4 if k.endswith("5.weight") else v for k, v in good["model"].items()}
+    logged = []
+    with pytest.raises(UserError, match="training diverged at epoch 2"):
+        run = assemble_run(tiny_model(), toy_images(64), toy_images(32, seed=1), train_cfg(epochs=2, scheduler="none", max_lr=1e-9),
+                           0, torch.device("cpu"), num_classes=2)
+        fit(run, tmp_path / "ckpt", on_epoch_end=logged.append, resume=good)
+    assert [r.epoch for r in logged] == [0, 1]
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["epoch"] == 1
