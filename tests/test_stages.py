@@ -80,3 +80,17 @@ def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
                        "--summary", "s.json", "--checkpoints", "ck", "--live", "live")
     assert_clean_failure(result, "train.batch_size = 512 is larger than the 90 training images")
     assert not any((tmp_path / name).exists() for name in ("m.pt", "m.json", "b.pt", "s.json", "ck", "live"))
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("train:\n  epochs: 3\n  epochs: 5\n".encode(), "duplicate key 'epochs' (line 3)"),
+        ("data:\n  source: caf\u00e9\n".encode("latin-1"), "params.yaml: not UTF-8 text"),
+    ],
+)
+def test_unreadable_params_yaml_is_one_line_when_a_stage_runs(content, expected, tmp_path, run_stage):
+    (tmp_path / "params.yaml").write_bytes(content)
+    result = run_stage("download", "--out", "raw")
+    assert_clean_failure(result, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
