@@ -408,3 +408,36 @@ def test_load_program_refuses_a_file_that_is_not_an_archive(tmp_path: Path) -> N
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="is not a torch.export archive"):
         load_program(tmp_path / "junk.pt2")
+
+
+def test_load_program_refuses_a_member_name_given_twice(tmp_path: Path) -> None:
+    import zipfile
+
+    _tiny_program(tmp_path / "good.pt2")
+    evil = tmp_path / "twice.pt2"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(evil, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zout.writestr(zin.infolist()[0], zin.read(zin.infolist()[0]))
+    with pytest.raises(UserError, match=r"twice\.pt2 is not a safe model file \(a member name occurs twice\)"):
+        load_program(evil)
+
+
+def test_load_program_refuses_an_opaque_constant_declared_in_the_config(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "marker"
+    _tiny_program(tmp_path / "good.pt2")
+    evil = tmp_path / "opaque.pt2"
+    config = {"config": {"c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}}}
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(evil, "w") as zout:
+        root = zin.namelist()[0].split("/")[0]
+        for info in zin.infolist():
+            if not info.filename.endswith("model_constants_config.json"):
+                zout.writestr(info, zin.read(info))
+        zout.writestr(f"{root}/data/constants/model_constants_config.json", json.dumps(config))
+    with pytest.raises(UserError, match=r"declares an object constant rebuilt by pickle \(opaque_obj_0\)"):
+        load_program(evil)
+    assert not marker.exists()

@@ -77,6 +77,10 @@ def check_program_bytes(data: bytes, path: Path) -> None:
 def _relative_names(archive: zipfile.ZipFile, path: Path) -> dict[str, str]:
     """Each member's name below the archive's single root folder -> its full name."""
     names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    if len(names) != len(set(names)):
+        # zipfile reads the last of two same-named members, torch's reader may read the first:
+        # the member checked would not be the member loaded.
+        raise _unsafe(path, "a member name occurs twice")
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise UnsafeModelFile(f"{path} is not a torch.export archive (expected one root folder)")
@@ -90,10 +94,14 @@ def _raw_payloads(archive: zipfile.ZipFile, members: dict[str, str], path: Path)
         folder, _, file = relative.rpartition("/")
         if folder in ("data/weights", "data/constants") and file.endswith("_config.json"):
             try:
-                entries = json.loads(archive.read(name))["config"].values()
+                entries = list(json.loads(archive.read(name))["config"].values())
                 raw |= {f"{folder}/{entry['path_name']}" for entry in entries if not entry["use_pickle"]}
+                # Checked in the config too, not only among the members torch may find.
+                objects = [entry["path_name"] for entry in entries if str(entry["path_name"]).startswith(_UNSAFE_CONSTANTS)]
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise _unsafe(path, f"member {name!r} is not a valid payload config: {type(err).__name__}") from None
+            if objects:
+                raise _unsafe(path, f"member {name!r} declares an object constant rebuilt by pickle ({objects[0]})")
     return raw
 
 
