@@ -441,3 +441,15 @@ def test_load_program_refuses_an_opaque_constant_declared_in_the_config(tmp_path
     with pytest.raises(UserError, match=r"declares an object constant rebuilt by pickle \(opaque_obj_0\)"):
         load_program(evil)
     assert not marker.exists()
+
+
+def test_load_program_reports_an_archive_torch_cannot_read(tmp_path: Path) -> None:
+    import zipfile
+
+    _tiny_program(tmp_path / "good.pt2")
+    broken = tmp_path / "broken.pt2"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(broken, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, b"{}" if info.filename.endswith("models/model.json") else zin.read(info))
+    with pytest.raises(UserError, match=r"broken\.pt2: not a loadable exported program \(\w+\)"):
+        load_program(broken)

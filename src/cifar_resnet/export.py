@@ -134,6 +134,8 @@ def load_program(path: str | Path) -> nn.Module:
         return load_program_module(path)  # torch.export.load would run pickles stored in the file
     except UnsafeModelFile as err:
         raise UserError(str(err)) from None
+    except Exception as err:  # torch raises several types for archives it cannot deserialize
+        raise UserError(f"{path}: not a loadable exported program ({type(err).__name__}); run `dvc repro {PRODUCER}`") from None
 
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> None:
