@@ -23,12 +23,23 @@ import yaml
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
+def known_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
 def load_recipe(name: str) -> dict:
+    """recipes/<name>.yaml; the name must be one of the files there (so '../params' cannot read params.yaml)."""
+    known = known_recipes()
+    if name not in known:
+        raise SystemExit(f"error: no recipe {name!r} (known: {', '.join(known)})")
     path = RECIPES / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-        raise SystemExit(f"error: no recipe {name!r} (known: {known})")
-    return yaml.safe_load(path.read_text())
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8
+        raise SystemExit(f"error: {path}: not readable YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("set"), dict):
+        raise SystemExit(f"error: {path}: a recipe needs a 'set' mapping of params keys to values")
+    return recipe
 
 
 def override(key: str, value) -> str:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -74,3 +76,45 @@ def test_missing_and_malformed_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_params(listed)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"seed": 2**64}, "seed = 18446744073709551616: Input should be less than or equal to 4294967295"),
+        ({"data": {"synthetic": {"seed": 2**32}}}, "data.synthetic.seed = 4294967296"),
+        ({"train": {"augment": {"cutmix": {"alpha": float("inf")}}}}, "train.augment.cutmix.alpha = inf: Input should be a finite number"),
+        ({"train": {"augment": {"mixup": {"alpha": float("inf")}}}}, "train.augment.mixup.alpha = inf: Input should be a finite number"),
+        ({"train": {"weight_decay": float("inf")}}, "train.weight_decay = inf: Input should be a finite number"),
+        ({"train": {"clip_grad_norm": float("inf")}}, "train.clip_grad_norm = inf"),
+        ({"data": {"synthetic": {"train_size": 10**12}}}, "data.synthetic.train_size = 1000000000000: Input should be less than or equal to 1000000"),
+    ],
+)
+def test_out_of_range_seeds_sizes_and_infinite_floats_are_rejected(raw, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        validate_params(raw)
+
+
+def test_infinity_written_in_yaml_is_rejected(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  weight_decay: .inf\n")
+    with pytest.raises(UserError, match=r"train\.weight_decay = inf: Input should be a finite number"):
+        load_params(path)
+
+
+def test_a_duplicate_key_is_an_error_naming_it_not_last_wins(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 3\n  batch_size: 8\n  epochs: 5\n")
+    with pytest.raises(UserError, match=r"not valid YAML \(duplicate key 'epochs' \(line 4\)\)"):
+        load_params(path)
+    path.write_text("train: {epochs: 3}\ntrain: {epochs: 5}\n")
+    with pytest.raises(UserError, match="duplicate key 'train'"):
+        load_params(path)
+
+
+def test_params_that_are_not_utf8_are_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("data:\n  source: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"not UTF-8 text \(byte 0xe9 at offset 19\)") as caught:
+        load_params(path)
+    assert "\n" not in str(caught.value)

@@ -406,3 +406,44 @@ def test_load_cifar_downloads_when_no_source(tmp_path, http_root):
     (root / CIFAR10.filename).write_text("<html>proxy says no</html>")
     with pytest.raises(UserError, match="has md5 .* expected"):
         load_cifar(spec, None, work)
+
+
+# --- archives whose members conflict, or whose content is unusable (issue 11) -------------------
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [_member("ok/a"), _member("ok/a/b")],  # a file, then a path inside it
+        [_member("ok/d", tarfile.DIRTYPE), _member("ok/d")],  # a folder, then a file of the same name
+        [_member("ok/d"), _member("ok/d", tarfile.DIRTYPE)],  # a file, then a folder of the same name
+    ],
+    ids=["file-then-child", "dir-then-file", "file-then-dir"],
+)
+def test_conflicting_members_are_refused_before_anything_is_written(tmp_path, members):
+    archive, dest = tmp_path / "bad.tar.gz", tmp_path / "dest"
+    _tar_with(archive, *members)
+    with pytest.raises(UserError, match=r"refusing member 'ok/(a|d)' \(it is both a file and a folder"):
+        safe_extract(archive, dest)
+    assert files_under(tmp_path) == {"bad.tar.gz"}
+
+
+def test_class_names_that_are_not_utf8_are_a_user_error(tmp_path):
+    train, test, classes = make_data(CIFAR10)
+    archive = tmp_path / "c.tar.gz"
+    write_cifar_archive(archive, CIFAR10, train, test, classes)
+    folder = tmp_path / "x"
+    safe_extract(archive, folder)
+    meta = folder / CIFAR10.folder / CIFAR10.meta_member
+    names = [b"caf\xe9"] + [c.encode() for c in classes[1:]]
+    meta.write_bytes(pickle.dumps({CIFAR10.class_names_key: names}, protocol=4))
+    with pytest.raises(UserError, match=r"batches\.meta: class name b'caf\\xe9' is not UTF-8 text"):
+        read_cifar_folder(folder / CIFAR10.folder, CIFAR10)
+
+
+def test_an_empty_test_split_is_a_user_error(tmp_path):
+    train, test, classes = make_data(CIFAR10, n_test=0)
+    archive = tmp_path / "c.tar.gz"
+    write_cifar_archive(archive, CIFAR10, train, test, classes)
+    with pytest.raises(UserError, match=r"test_batch: the test split holds no images"):
+        load_cifar(CIFAR10, archive, tmp_path / "work")

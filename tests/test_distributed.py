@@ -37,7 +37,7 @@ def train(folder, name, nproc):
     prepare(folder, nproc)
     result = run(folder, str(REPO / "stages" / "train.py"), "--data", "prepared", "--model", f"{name}/model.pt",
                  "--config", f"{name}/model.json", "--baseline", f"{name}/baseline.pt", "--summary", f"{name}/summary.json",
-                 "--checkpoints", f"{name}/checkpoints", "--live", f"{name}/live")
+                 "--checkpoints", f"{name}/checkpoints", "--resume", f"{name}/resume", "--live", f"{name}/live")
     assert result.returncode == 0, result.stdout + result.stderr
     return result, json.loads((folder / name / "live" / "metrics.json").read_text())
 

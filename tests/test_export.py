@@ -354,3 +354,104 @@ def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path,
         key: saved_config[key] for key in ("classes", "mean", "std")
     }
     assert preprocess["image_size"] == 32
+
+
+class _WritesMarker:
+    """Full pickle would call Path.touch(marker) while loading this."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _tiny_program(path: Path) -> None:
+    """A two-layer program saved by torch.export.save (seconds, unlike a ResNet)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.BatchNorm2d(2)).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), str(path))
+
+
+def _replace_member(source: Path, target: Path, member: str, payload: bytes) -> None:
+    """Copy a .pt2 with the member whose name ends with `member` replaced (or added) with `payload`."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        root = zin.namelist()[0].split("/")[0]
+        for info in zin.infolist():
+            if info.filename != f"{root}/{member}":
+                zout.writestr(info, zin.read(info))
+        zout.writestr(f"{root}/{member}", payload)
+
+
+@pytest.mark.parametrize(
+    "member, payload, expected",
+    [
+        ("data/sample_inputs/model.pt", "pickle", "holds a pickle that weights_only=True refuses"),
+        ("data/aotinductor/model/model.so", b"\x7fELF", "unexpected member"),
+        ("data/constants/opaque_obj_0", "pickle", "object constant rebuilt by pickle"),
+    ],
+)
+def test_load_program_refuses_files_that_could_run_code(member, payload, expected, tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "marker"
+    _tiny_program(tmp_path / "good.pt2")
+    assert isinstance(load_program(tmp_path / "good.pt2"), torch.nn.Module)  # a genuine file still loads
+    evil = tmp_path / "evil.pt2"
+    _replace_member(tmp_path / "good.pt2", evil, member, pickle.dumps(_WritesMarker(marker)) if payload == "pickle" else payload)
+    with pytest.raises(UserError, match=rf"evil\.pt2 is not a safe model file \(.*{expected}") as caught:
+        load_program(evil)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_load_program_refuses_a_file_that_is_not_an_archive(tmp_path: Path) -> None:
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="is not a torch.export archive"):
+        load_program(tmp_path / "junk.pt2")
+
+
+def test_load_program_refuses_a_member_name_given_twice(tmp_path: Path) -> None:
+    import zipfile
+
+    _tiny_program(tmp_path / "good.pt2")
+    evil = tmp_path / "twice.pt2"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(evil, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zout.writestr(zin.infolist()[0], zin.read(zin.infolist()[0]))
+    with pytest.raises(UserError, match=r"twice\.pt2 is not a safe model file \(a member name occurs twice\)"):
+        load_program(evil)
+
+
+def test_load_program_refuses_an_opaque_constant_declared_in_the_config(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "marker"
+    _tiny_program(tmp_path / "good.pt2")
+    evil = tmp_path / "opaque.pt2"
+    config = {"config": {"c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}}}
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(evil, "w") as zout:
+        root = zin.namelist()[0].split("/")[0]
+        for info in zin.infolist():
+            if not info.filename.endswith("model_constants_config.json"):
+                zout.writestr(info, zin.read(info))
+        zout.writestr(f"{root}/data/constants/model_constants_config.json", json.dumps(config))
+    with pytest.raises(UserError, match=r"declares an object constant rebuilt by pickle \(opaque_obj_0\)"):
+        load_program(evil)
+    assert not marker.exists()
+
+
+def test_load_program_reports_an_archive_torch_cannot_read(tmp_path: Path) -> None:
+    import zipfile
+
+    _tiny_program(tmp_path / "good.pt2")
+    broken = tmp_path / "broken.pt2"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as zin, zipfile.ZipFile(broken, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, b"{}" if info.filename.endswith("models/model.json") else zin.read(info))
+    with pytest.raises(UserError, match=r"broken\.pt2: not a loadable exported program \(\w+\)"):
+        load_program(broken)

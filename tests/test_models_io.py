@@ -82,3 +82,45 @@ def test_weights_for_another_config_are_user_errors(tmp_path: Path) -> None:
     save_model(tmp_path / "unused.pt", other, build_model("resnet18", 3, width=16), {**CONFIG, "width": 16})
     with pytest.raises(UserError, match="does not match"):
         load_model(weights, other)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"width": 1e5}, "width = 100000.0: Input should be less than or equal to 1024"),
+        ({"mean": "0.5"}, "mean = '0.5': Input should be a valid list"),
+        ({"std": [0.2, 0.0, 0.2]}, "std.1 = 0.0: Input should be greater than 0"),
+        ({"mean": None}, "model config lacks mean; retrain"),
+        ({"classes": ["cat"]}, "classes lists 1 names but num_classes is 3"),
+        ({"num_classes": "many"}, "num_classes = 'many'"),
+        ({"arch": "vgg"}, "arch = 'vgg'"),
+    ],
+)
+def test_a_corrupt_config_is_a_one_line_user_error(change, expected, tmp_path: Path) -> None:
+    import json
+
+    _, weights, config = _saved(tmp_path)
+    corrupt = {key: value for key, value in {**CONFIG, **change}.items() if value is not None}
+    config.write_text(json.dumps(corrupt))
+    with pytest.raises(UserError, match="model.json: ") as caught:
+        load_model(weights, config)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "export", "gradcam"])
+def test_stages_report_a_corrupt_config_in_one_line(stage, tmp_path: Path, run_stage) -> None:
+    import json
+    import shutil
+
+    from conftest import REPO
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    _, weights, config = _saved(tmp_path)
+    config.write_text(json.dumps({**CONFIG, "width": 100000}))
+    outputs = {"evaluate": ["--metrics", "e.json", "--plots", "pl"], "export": ["--out", "ex", "--latency", "lat", "--metrics", "x.json"],
+               "gradcam": ["--out", "gc", "--metrics", "g.json"]}[stage]
+    result = run_stage(stage, "--data", "prepared", "--model", str(weights), "--config", str(config), *outputs)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {config}: not a valid model config (width = 100000: Input "
+                                                  "should be less than or equal to 1024); retrain with `dvc repro train`"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "params.yaml"]

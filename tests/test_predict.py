@@ -1,12 +1,18 @@
-"""scripts/predict.py: classifies image files with an exported model, without this project's code."""
+"""scripts/predict.py: classifies image files with an exported model, with no project code but safeload."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import os
+import pickle
 import re
+import struct
 import subprocess
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +21,7 @@ import torch
 from PIL import Image
 
 from cifar_resnet.data import ImageSet
-from cifar_resnet.export import export_program, preprocess_info, save_program, save_scripted, script_model
+from cifar_resnet.export import export_onnx, export_program, preprocess_info, save_program, save_scripted, script_model
 from cifar_resnet.fileio import write_json
 from cifar_resnet.models import build_model
 from cifar_resnet.inference import make_eval_tensors
@@ -37,7 +43,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    """A tiny model exported as scripted.pt and program.pt2, with the stage's preprocess.json beside them."""
+    """A tiny model exported as scripted.pt, program.pt2 and model.onnx, with the stage's preprocess.json beside them."""
     torch.manual_seed(0)
     model = build_model("resnet18", len(CONFIG["classes"]), width=8)
     with torch.no_grad():
@@ -46,6 +52,7 @@ def export_dir(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
     folder = tmp_path_factory.mktemp("export")
     save_scripted(script_model(model), folder / "scripted.pt")
     save_program(export_program(model, torch.randn(2, 3, 32, 32)), folder / "program.pt2")
+    export_onnx(model, torch.randn(2, 3, 32, 32), folder / "model.onnx")
     write_json(folder / "preprocess.json", preprocess_info(CONFIG))
     return model, folder
 
@@ -64,7 +71,8 @@ def pngs(tmp_path_factory) -> tuple[np.ndarray, list[Path]]:
 def run_predict(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # This tree's src: the script imports cifar_resnet.safeload for .pt2 files.
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")},
     )
 
 
@@ -83,7 +91,7 @@ def eager_probabilities(model: torch.nn.Module, pixels: np.ndarray) -> torch.Ten
         return model(images).softmax(dim=1)
 
 
-@pytest.mark.parametrize("model_file", ["scripted.pt", "program.pt2"])
+@pytest.mark.parametrize("model_file", ["scripted.pt", "program.pt2", "model.onnx"])
 def test_predictions_match_the_eager_model(model_file, export_dir, pngs, tmp_path) -> None:
     model, folder = export_dir
     pixels, paths = pngs
@@ -115,31 +123,143 @@ def test_other_sizes_and_modes_are_converted_and_top_is_capped(export_dir, tmp_p
 
 @pytest.mark.parametrize(
     "case, expected",
-    [("missing image", "no such file"), ("text file named .png", "not an image"), ("missing preprocess", "preprocess.json")],
+    [("missing image", "no such file"), ("text file named .png", "not an image")],
 )
-def test_bad_input_is_one_line_on_stderr_and_exit_1(case, expected, export_dir, pngs, tmp_path) -> None:
+def test_an_unreadable_image_is_one_line_and_the_others_are_still_classified(case, expected, export_dir, pngs, tmp_path) -> None:
     _, folder = export_dir
     _, paths = pngs
-    model_path = folder / "scripted.pt"
-    if case == "missing image":
-        args = [model_path, paths[0], tmp_path / "absent.png"]
-    elif case == "text file named .png":
-        (tmp_path / "notes.png").write_text("not pixels")
-        args = [model_path, tmp_path / "notes.png"]
-    else:
-        (tmp_path / "lonely.pt").write_bytes(model_path.read_bytes())  # no preprocess.json beside it
-        args = [tmp_path / "lonely.pt", paths[0]]
-    result = run_predict("--model", *args, cwd=tmp_path)
+    bad = tmp_path / "absent.png"
+    if case == "text file named .png":
+        bad = tmp_path / "notes.png"
+        bad.write_text("not pixels")
+    result = run_predict("--model", folder / "scripted.pt", paths[0], bad, paths[1], cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and expected in lines[0]
-    assert result.stdout == ""  # no predictions for the good images either: inputs are checked first
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and expected in lines[0], result.stderr
+    assert [parse_line(line)[0] for line in result.stdout.strip().splitlines()] == [str(paths[0]), str(paths[1])]
 
 
-def test_the_script_imports_only_torch_pil_numpy_and_the_standard_library() -> None:
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (None, "preprocess.json: not found"),
+        ({"image_size": 0}, "image_size = 0: expected a whole number"),
+        ({"image_size": "32"}, "image_size = '32'"),
+        ({"image_size": None}, "missing image_size"),
+        ({"std": [0.2, 0.0, 0.2]}, "std = [0.2, 0.0, 0.2]"),
+        ({"classes": []}, "classes: expected a non-empty list"),
+    ],
+)
+def test_a_bad_preprocess_json_is_one_line(change, expected, export_dir, pngs, tmp_path) -> None:
+    _, folder = export_dir
+    _, paths = pngs
+    model = tmp_path / "scripted.pt"
+    model.write_bytes((folder / "scripted.pt").read_bytes())
+    if change is not None:
+        info = {**json.loads((folder / "preprocess.json").read_text()), **change}
+        (tmp_path / "preprocess.json").write_text(json.dumps({k: v for k, v in info.items() if v is not None}))
+    line = one_error_line(run_predict("--model", model, paths[0], cwd=tmp_path))
+    assert "preprocess.json" in line and expected in line
+
+
+class WritesMarker:
+    """A pickle that, once unpickled with full pickle, creates a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def craft_program(source_path: Path, target_path: Path, member: str, payload: bytes) -> None:
+    """A copy of a .pt2 with `member` replaced by `payload`; a replaced weight is declared pickled, as torch allows."""
+    with zipfile.ZipFile(source_path) as source, zipfile.ZipFile(target_path, "w") as target:
+        root = source.namelist()[0].split("/")[0]
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == f"{root}/{member}":
+                data = payload
+            elif info.filename == f"{root}/data/weights/model_weights_config.json":
+                config = json.loads(data)
+                for entry in config["config"].values():
+                    entry["use_pickle"] = entry["use_pickle"] or f"data/weights/{entry['path_name']}" == member
+                data = json.dumps(config).encode()
+            target.writestr(info, data)
+
+
+@pytest.mark.parametrize("member", ["data/sample_inputs/model.pt", "data/weights/weight_0"])
+def test_a_pt2_carrying_a_pickle_runs_nothing_and_is_refused(member, export_dir, pngs, tmp_path) -> None:
+    _, folder = export_dir
+    _, paths = pngs
+    marker = tmp_path / "marker"
+    evil = tmp_path / "program.pt2"
+    craft_program(folder / "program.pt2", evil, member, pickle.dumps(WritesMarker(marker)))
+    (tmp_path / "preprocess.json").write_bytes((folder / "preprocess.json").read_bytes())
+    line = one_error_line(run_predict("--model", evil, paths[0], cwd=tmp_path))
+    assert f"{evil} is not a safe model file (" in line and member in line
+    assert not marker.exists()
+    assert pickle.loads(pickle.dumps(WritesMarker(marker))) is None and marker.exists()  # the pickle does bite
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path) -> None:
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16)).save(grey)
+    with Image.open(grey) as image:
+        assert image.mode == "I;16"
+    pixels = _script().read_image(grey, 8)
+    assert pixels.shape == (8, 8, 3) and (pixels == round(30000 / 65535 * 255)).all()
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A 1-bit PNG that declares width x height pixels: PIL's bomb check runs on the header alone."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20000, 10000])  # above 2x PIL's limit (it raises) and just above it (it warns)
+def test_a_decompression_bomb_is_one_line(side, export_dir, pngs, tmp_path) -> None:
+    _, folder = export_dir
+    _, paths = pngs
+    bomb = tmp_path / "bomb.png"
+    png_header_only(bomb, side, side)
+    result = run_predict("--model", folder / "scripted.pt", bomb, paths[0], cwd=tmp_path)
+    assert one_error_line(result) == f"error: {bomb}: too many pixels to decode safely (more than {Image.MAX_IMAGE_PIXELS})"
+    assert parse_line(result.stdout.strip())[0] == str(paths[0])
+
+
+def test_an_unsupported_model_file_names_the_supported_formats(export_dir, pngs, tmp_path) -> None:
+    _, folder = export_dir
+    _, paths = pngs
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"HDF5 weights")
+    (tmp_path / "preprocess.json").write_bytes((folder / "preprocess.json").read_bytes())
+    line = one_error_line(run_predict("--model", model, paths[0], cwd=tmp_path))
+    assert "not a loadable model" in line and ".pt2" in line and ".onnx" in line
+
+
+def _script():
+    """scripts/predict.py imported as a module, for its helpers."""
+    spec = importlib.util.spec_from_file_location("predict_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_imports_only_torch_pil_numpy_safeload_onnxruntime_and_the_standard_library() -> None:
     tree = ast.parse(SCRIPT.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    third_party = imported - set(sys.stdlib_module_names)
-    assert third_party == {"torch", "PIL", "numpy"}
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    # safeload (torch and the standard library only) from the package, or copied beside the script.
+    assert third_party == {"torch", "PIL", "numpy", "onnxruntime", "cifar_resnet.safeload", "safeload"}

@@ -49,3 +49,13 @@ def test_dry_run_prints_the_dvc_command_with_extra_overrides_last():
 def test_unknown_recipe_lists_the_known_ones():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), "seed999"], capture_output=True, text=True)
     assert result.returncode != 0 and "known: seed000" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["../params", "../recipes/seed001", "/etc/passwd", "seed001.yaml"])
+def test_a_recipe_name_that_is_a_path_is_refused_listing_the_recipes(name):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), name, "--dry-run"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    known = ", ".join(sorted(p.stem for p in (REPO / "recipes").glob("*.yaml")))
+    assert result.stderr == f"error: no recipe {name!r} (known: {known})\n"
+    assert result.stdout == ""

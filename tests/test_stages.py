@@ -1,6 +1,7 @@
 """Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -35,9 +36,9 @@ def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, ru
         "download": ["--out", "raw"],
         "split": ["--raw", "raw", "--out", "prepared"],
         "train": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt", "--summary", "s.json",
-                  "--checkpoints", "ck", "--live", "live"],
+                  "--checkpoints", "ck", "--resume", "resume", "--live", "live"],
         "evaluate": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "e.json", "--plots", "pl"],
-        "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--metrics", "x.json"],
+        "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--latency", "lat", "--metrics", "x.json"],
         "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc", "--metrics", "g.json"],
     }[stage]
     result = run_stage(stage, *args)
@@ -77,6 +78,57 @@ def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
     assert run_stage("download", "--out", "raw").returncode == 0
     assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
     result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt",
-                       "--summary", "s.json", "--checkpoints", "ck", "--live", "live")
+                       "--summary", "s.json", "--checkpoints", "ck", "--resume", "resume", "--live", "live")
     assert_clean_failure(result, "train.batch_size = 512 is larger than the 90 training images")
     assert not any((tmp_path / name).exists() for name in ("m.pt", "m.json", "b.pt", "s.json", "ck", "live"))
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("train:\n  epochs: 3\n  epochs: 5\n".encode(), "duplicate key 'epochs' (line 3)"),
+        ("data:\n  source: caf\u00e9\n".encode("latin-1"), "params.yaml: not UTF-8 text"),
+    ],
+)
+def test_unreadable_params_yaml_is_one_line_when_a_stage_runs(content, expected, tmp_path, run_stage):
+    (tmp_path / "params.yaml").write_bytes(content)
+    result = run_stage("download", "--out", "raw")
+    assert_clean_failure(result, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("out", ["/sys/cifar-resnet-raw", "blocker/raw"], ids=["forbidden-folder", "file-as-folder"])
+def test_an_unwritable_output_is_one_line_naming_it(out, tmp_path, run_stage):
+    # Tests run as root, which ignores permission bits: /sys refuses new entries even to root,
+    # and a file standing where a folder is needed fails for everyone.
+    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 10, "test_size": 10, "seed": 0}})
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = run_stage("download", "--out", out)
+    expected = "/sys/cifar-resnet-raw: " if out.startswith("/sys") else "cannot access blocker: File exists"
+    assert_clean_failure(result, expected)
+    assert result.stderr.startswith("error: cannot ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "params.yaml"]
+    assert not Path("/sys/cifar-resnet-raw").exists()
+
+
+def test_a_full_disk_is_one_line(capsys):
+    from cifar_resnet.errors import run_stage
+
+    def main():
+        with open("/dev/full", "wb") as full:  # every write fails with ENOSPC, as on a full disk
+            full.write(b"metrics")
+
+    with pytest.raises(SystemExit) as caught:
+        run_stage(main)
+    assert caught.value.code == 1
+    assert capsys.readouterr().err == "error: cannot write an output: No space left on device\n"
+
+
+def test_an_os_error_from_a_temporary_output_names_the_output():
+    import errno
+
+    from cifar_resnet.errors import describe_os_error
+
+    err = OSError(errno.EROFS, "Read-only file system", "/data/models/.model.pt.k2j4_x9a.tmp")
+    assert describe_os_error(err) == "cannot write /data/models/model.pt: Read-only file system"
+    assert describe_os_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None  # a bug keeps its traceback

@@ -17,7 +17,15 @@ from .errors import UserError
 
 class _Section(BaseModel):
     # Unknown keys are typos until proven otherwise: reject them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML spells infinity and NaN .inf and .nan; no setting means either, and they would
+    # only surface later as a crash or a silent NaN (e.g. Beta(inf, inf), weight_decay inf).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# numpy's legacy seeding (np.random.seed, worker seeds) takes 32-bit seeds; torch takes 64-bit.
+MAX_SEED = 2**32 - 1
+# Generated images are held in memory: a million 32x32 RGB images is 3 GB already.
+MAX_SYNTHETIC = 1_000_000
 
 
 class SyntheticParams(_Section):
@@ -27,9 +35,9 @@ class SyntheticParams(_Section):
     does not regenerate data, nor re-download CIFAR.
     """
 
-    train_size: int = Field(5000, ge=10)
-    test_size: int = Field(1000, ge=10)
-    seed: int = Field(0, ge=0)
+    train_size: int = Field(5000, ge=10, le=MAX_SYNTHETIC)
+    test_size: int = Field(1000, ge=10, le=MAX_SYNTHETIC)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class DataParams(_Section):
@@ -184,7 +192,7 @@ class GradcamParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
@@ -250,13 +258,44 @@ def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
         raise UserError(f"{origin}: {_describe(errors)}{suffix}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML safely, rejecting duplicate keys (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found (run the stage from the repository root)") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     return validate_params(raw if raw is not None else {}, origin=str(path))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The problem of a YAML error in one line (PyYAML's own message spans several)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        return err.problem
+    return str(err).splitlines()[0]

@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_file, atomic_path
+from .safeload import UnsafeModelFile, load_program_module
 
 Forward = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -101,6 +102,8 @@ def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") ->
     """torch.jit.load a saved TorchScript model; absence or corruption is a UserError."""
     path = Path(path)
     _require_file(path, "TorchScript model")
+    # No safety check needed (unlike .pt2): TorchScript's unpickler resolves globals only to
+    # tensors, containers and TorchScript classes, never to Python callables (see safeload.py).
     try:
         with _quiet_jit():
             return torch.jit.load(str(path), map_location=map_location)
@@ -127,7 +130,12 @@ def load_program(path: str | Path) -> nn.Module:
     """A saved torch.export program as a callable module (torch only, no project code)."""
     path = Path(path)
     _require_file(path, "exported program")
-    return torch.export.load(str(path)).module()
+    try:
+        return load_program_module(path)  # torch.export.load would run pickles stored in the file
+    except UnsafeModelFile as err:
+        raise UserError(str(err)) from None
+    except Exception as err:  # torch raises several types for archives it cannot deserialize
+        raise UserError(f"{path}: not a loadable exported program ({type(err).__name__}); run `dvc repro {PRODUCER}`") from None
 
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> None:

@@ -158,6 +158,19 @@ def _check_member(tar_path: Path, m: tarfile.TarInfo) -> PurePosixPath | None:
     return PurePosixPath(*parts) if parts else None
 
 
+def _check_layout(tar_path: Path, checked: list[tuple[tarfile.TarInfo, PurePosixPath | None]]) -> None:
+    """Refuse members that cannot all exist: a file that is also a folder, or inside a file.
+
+    Extracting them would fail half-way with an OS error (file exists, not a directory).
+    """
+    files = {rel: m for m, rel in checked if rel is not None and m.isfile()}
+    folders = {rel for m, rel in checked if rel is not None and m.isdir()}
+    folders |= {parent for rel in files for parent in rel.parents if parent != PurePosixPath(".")}
+    for rel, m in files.items():
+        if rel in folders:
+            raise _refuse(tar_path, m, "it is both a file and a folder in the archive")
+
+
 def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike) -> None:
     """Extract regular files and folders of a tar(.gz) into dest_dir, refusing anything unsafe."""
     tar_path, dest_dir = Path(tar_path), Path(dest_dir)
@@ -165,6 +178,7 @@ def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike) -> No
     with tar:
         # Check every member before writing any, so a bad archive leaves nothing behind.
         checked = [(m, _check_member(tar_path, m)) for m in members]
+        _check_layout(tar_path, checked)
         dest_dir.mkdir(parents=True, exist_ok=True)
         root = dest_dir.resolve()
         for m, rel in checked:
@@ -283,10 +297,23 @@ def read_cifar_folder(folder: str | os.PathLike, spec: ArchiveSpec) -> tuple[Ima
     names = _get(_unpickle(meta_path), spec.class_names_key, meta_path)
     if not isinstance(names, (list, tuple)) or not names:
         raise UserError(f"{meta_path}: {spec.class_names_key!r} should list the class names; extract again")
-    classes = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+    classes = _class_names(names, meta_path)
     train = _concat([_read_batch(folder / m, spec, len(classes)) for m in spec.train_members])
     test = _read_batch(folder / spec.test_member, spec, len(classes))
+    for split, images, member in (("training", train, spec.train_members[0]), ("test", test, spec.test_member)):
+        if len(images) == 0:  # later stages would divide by the image count or fail to batch
+            raise UserError(f"{folder / member}: the {split} split holds no images; the archive is damaged, extract the right one")
     return train, test, classes
+
+
+def _class_names(names: list | tuple, meta_path: Path) -> list[str]:
+    """The class names as text (the official files hold UTF-8, in fact ASCII, bytes)."""
+    try:
+        return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{meta_path}: class name {err.object[:40]!r} is not UTF-8 text; the meta file is damaged, extract again"
+        ) from None
 
 
 def _batch_dict(spec: ArchiveSpec, s: ImageSet, batch_label: str, offset: int) -> dict:

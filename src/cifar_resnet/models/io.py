@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
+from ..config import ModelParams
 from ..errors import UserError
 from ..fileio import atomic_file, write_json
 from .resnet import ResNet, build_model
@@ -16,6 +18,24 @@ from .resnet import ResNet, build_model
 # Which stage writes the final model, for "not found" messages.
 PRODUCER = "train"
 _BUILD_KEYS = ("arch", "num_classes", "width", "stem", "dropout", "blocks", "block_dropout")
+# What the evaluate, export and gradcam stages read from the config besides the build keys.
+_REQUIRED = ("arch", "num_classes", "classes", "mean", "std")
+
+
+class _SavedConfig(BaseModel):
+    """What a model config must hold beyond ModelParams' keys (checked by ModelParams itself)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    num_classes: int = Field(ge=1, le=100_000)
+    classes: list[str]
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=3, max_length=3)
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> "_SavedConfig":
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"classes lists {len(self.classes)} names but num_classes is {self.num_classes}")
+        return self
 
 
 def save_model(weights_path: str | Path, config_path: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
@@ -72,18 +92,33 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _build_kwargs(config: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The build_model arguments found in `config`; arch and num_classes are required."""
-    missing = [key for key in ("arch", "num_classes") if key not in config]
+def _check_config(config: dict[str, Any], path: Path) -> None:
+    """Every key the stages use is present and sane: a corrupt file is a UserError, not a crash later."""
+    missing = [key for key in _REQUIRED if key not in config]
     if missing:
-        raise UserError(f"{path}: model config lacks {', '.join(missing)}")
+        raise UserError(f"{path}: model config lacks {', '.join(missing)}; retrain with `dvc repro train`")
+    model_keys = {key: config[key] for key in ModelParams.model_fields if key in config}
+    for schema, values in ((ModelParams, model_keys), (_SavedConfig, config)):
+        try:
+            schema.model_validate(values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            what = f"{key} = {first['input']!r}: " if key else ""
+            message = first["msg"].removeprefix("Value error, ")
+            raise UserError(f"{path}: not a valid model config ({what[:120]}{message}); retrain with `dvc repro train`") from None
+
+
+def _build_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The build_model arguments found in `config` (checked by _check_config)."""
     return {key: config[key] for key in _BUILD_KEYS if config.get(key) is not None}
 
 
 def _build(config: dict[str, Any], path: Path) -> ResNet:
-    """build_model from a config; wrong value types are a corrupt config, not a crash."""
+    """build_model from a checked config."""
+    _check_config(config, path)
     try:
-        return build_model(**_build_kwargs(config, path))
+        return build_model(**_build_kwargs(config))
     except (TypeError, ValueError) as err:
         raise UserError(f"{path}: not a valid model config ({_first_line(err)})") from None
 
