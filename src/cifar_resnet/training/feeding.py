@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
-from .augment import build_image_transform, crop_flip_batch, derive_seed
+from .augment import augment_batch, build_image_transform, derive_seed
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -28,12 +28,17 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(axis=0).tolist(), std.tolist()
 
 
-def normalise(images_uint8_nchw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 NCHW -> float NCHW normalised with per-channel mean/std (0..1 scale)."""
-    device = images_uint8_nchw.device
+def standardise(pixels_nchw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Float NCHW on the 0..1 scale -> normalised with per-channel mean/std."""
+    device = pixels_nchw.device
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return (images_uint8_nchw.float() / 255.0 - mean_t) / std_t
+    return (pixels_nchw - mean_t) / std_t
+
+
+def normalise(images_uint8_nchw: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 NCHW -> float NCHW normalised with per-channel mean/std (0..1 scale)."""
+    return standardise(images_uint8_nchw.float() / 255.0, mean, std)
 
 
 def make_eval_tensors(images: ImageSet, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +129,11 @@ class LoaderFeeder:
 
 
 class DeviceFeeder:
-    """The whole split as one uint8 tensor on the device; crop and flip as batched tensor ops.
+    """The whole split as one uint8 tensor on the device; every augmentation as batched tensor ops.
 
-    The fast path for GPUs (no loader processes, no host-to-device copies per batch);
-    albumentations-only transforms (affine, erasing) are not available here.
+    The fast path for GPUs (no loader processes, no host-to-device copies per batch).
+    Crop, flip, affine and erasing run on 0..1 pixels before normalising, as the
+    albumentations pipeline does, so borders are black and noise is clipped in pixel space.
     """
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
@@ -147,8 +153,6 @@ class DeviceFeeder:
         order = order.to(self.labels.device)
         for step in range(self.batches):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            batch = normalise(self.images[index], self.mean, self.std)
-            a = self.augment
             seed = derive_seed(self.seed, epoch, step, self.rank)
-            batch = crop_flip_batch(batch, a.crop_padding, a.hflip, a.border_mode, seed)
-            yield batch, self.labels[index]
+            pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
+            yield standardise(pixels, self.mean, self.std), self.labels[index]
