@@ -30,6 +30,7 @@ import copy
 import io
 import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -71,14 +72,15 @@ class Mode:
     latency_batches: tuple[int, ...]
     latency_repeats: int
     tta_width: int
+    tta_batch: int
     tta_epochs: int
     ddp_images: int
 
     @staticmethod
     def pick(quick: bool) -> "Mode":
         if quick:
-            return Mode(4, (16, 32), 1, 2, (1, 8), 3, 4, 2, 256)
-        return Mode(64, (128, 512), 10, 40, (1, 256), 30, 64, 40, 25_600)
+            return Mode(4, (16, 32), 1, 2, (1, 8), 3, 4, 16, 2, 256)
+        return Mode(64, (128, 512), 10, 40, (1, 256), 30, 64, 512, 40, 25_600)
 
 
 class Clock:
@@ -402,7 +404,8 @@ def fit_run(train: ImageSet, test: ImageSet, cfg, arch: str, width: int, device:
 
     def on_epoch_end(result) -> None:
         epochs.append({"epoch": result.epoch, "seconds": round(time.perf_counter() - started, 2),
-                       "test_acc": round(result.val_acc, 4), "train_loss": round(result.train_loss, 4)})
+                       "test_acc": round(result.val_acc, 4),
+                       "train_loss": None if math.isnan(result.train_loss) else round(result.train_loss, 4)})  # JSON has no NaN
         print(f"fit {epochs[-1]}", flush=True)
         if deadline is not None and time.perf_counter() > deadline:
             raise OutOfTime
@@ -417,10 +420,10 @@ def fit_run(train: ImageSet, test: ImageSet, cfg, arch: str, width: int, device:
     trained = [e for e in epochs if e["epoch"] > 0]
     images_per_epoch = len(feeder) * cfg.batch_size
     # Epoch 2 on: the first epoch carries the warm-up (cuDNN autotuning, allocator growth).
-    steady = trained[-1]["seconds"] - trained[0]["seconds"] if len(trained) > 1 else float("nan")
+    steady = trained[-1]["seconds"] - trained[0]["seconds"] if len(trained) > 1 else 0.0
     return {"epochs": epochs, "stop_reason": stop_reason, "parameters": count_parameters(model),
             "seconds": epochs[-1]["seconds"] if epochs else None,
-            "images_per_s_after_first_epoch": round(images_per_epoch * (len(trained) - 1) / steady, 1) if steady == steady else None}
+            "images_per_s_after_first_epoch": round(images_per_epoch * (len(trained) - 1) / steady, 1) if steady > 0 else None}
 
 
 class OutOfTime(Exception):
@@ -475,7 +478,7 @@ def tta_cfg(mode: Mode, target: float, device: torch.device):
     """ResNet18 recipe for CIFAR-10 in about 30-40 epochs: OneCycle SGD, batch 512, crop + flip, smoothing."""
     cuda = device.type == "cuda"
     return validate_params({"train": {
-        "epochs": mode.tta_epochs, "batch_size": mode.batches[1], "optimizer": "sgd", "max_lr": 0.2, "momentum": 0.9,
+        "epochs": mode.tta_epochs, "batch_size": mode.tta_batch, "optimizer": "sgd", "max_lr": 0.2, "momentum": 0.9,
         "nesterov": True, "weight_decay": 5e-4, "scheduler": "onecycle", "pct_start": 0.25, "label_smoothing": 0.1,
         "precision": "bf16" if cuda else "fp32", "channels_last": cuda, "data_on_device": True,
         "target_val_acc": target, "augment": {"crop_padding": 4, "border_mode": "reflect", "hflip": True},
@@ -494,7 +497,7 @@ def time_to_accuracy(args: argparse.Namespace, mode: Mode, device: torch.device,
     # Leave what the compiled throughput rows and writing the report need.
     deadline = time.perf_counter() + clock.left() - args.reserve
     result = fit_run(train, test, cfg, "resnet18", mode.tta_width, device, deadline=deadline)
-    best = max((e["test_acc"] for e in result["epochs"] if e["epoch"] > 0), default=float("nan"))
+    best = max((e["test_acc"] for e in result["epochs"] if e["epoch"] > 0), default=None)
     reached = next((e for e in result["epochs"] if e["epoch"] > 0 and e["test_acc"] >= args.target), None)
     return {**result, "train_images": len(train), "test_images": len(test), "classes": len(classes),
             "decode_s": round(decode_s, 1), "target": args.target, "best_test_acc": best,
@@ -556,8 +559,19 @@ def _tta_summary(section: dict[str, Any]) -> str:
     outcome = (f"reached {section['target']:.0%} at epoch {section['epochs_to_target']} after {section['seconds_to_target']} s"
                if section["reached"] else f"did not reach {section['target']:.0%}")
     return (f"{section['recipe']}; {section['train_images']} train / {section['test_images']} test images "
-            f"(decoded in {section['decode_s']} s): {outcome}; best test accuracy {section['best_test_acc']:.2%} "
+            f"(decoded in {section['decode_s']} s): {outcome}; best test accuracy {section['best_test_acc'] or 0:.2%} "
             f"in {section['seconds']} s ({section['stop_reason']}).")
+
+
+def without_nan(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -601,7 +615,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         compiled = throughput(compile_rows, mode, device, args.workers, clock, reserve=20)
     report["throughput"] = plain + compiled
     report["wall_s"] = round(clock.elapsed(), 1)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "report.json").write_text(json.dumps(without_nan(report), indent=2, default=str) + "\n")
     (args.out / "report.md").write_text(markdown(report))
     print(f"wrote {args.out / 'report.json'} and {args.out / 'report.md'} in {report['wall_s']} s")
 
