@@ -24,6 +24,17 @@ from ..config import AffineParams, AugmentParams, ErasingParams, MixParams
 BORDER_MODES = {"reflect": (4, "reflect"), "constant": (0, "constant"), "replicate": (1, "replicate")}  # cv2.BORDER_*
 
 
+def to_device(draws: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-batch random draws (made on the CPU) onto the device without blocking the host.
+
+    A plain .to("cuda") from pageable memory waits for the copy, and so for every kernel
+    queued before it; from pinned memory with non_blocking the copy is just queued.
+    """
+    if device.type == "cuda":
+        return draws.pin_memory().to(device, non_blocking=True)
+    return draws.to(device)
+
+
 def derive_seed(*parts: int) -> int:
     """A 32-bit seed from non-negative integers (seed, epoch, index), the same in every process."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
@@ -63,14 +74,14 @@ def crop_flip_batch(images: torch.Tensor, padding: int, hflip: bool, border_mode
     generator = torch.Generator().manual_seed(seed)
     if padding > 0:
         padded = F.pad(images, (padding,) * 4, mode=BORDER_MODES[border_mode][1])
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+        dy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), images.device)
+        dx = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), images.device)
         rows = (dy[:, None] + torch.arange(height, device=images.device))[:, :, None]  # (N, H, 1)
         cols = (dx[:, None] + torch.arange(width, device=images.device))[:, None, :]  # (N, 1, W)
         batch = torch.arange(n, device=images.device)[:, None, None]
         images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
     if hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        flip = to_device(torch.rand(n, generator=generator) < 0.5, images.device)
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
     return images.contiguous()
 
@@ -114,7 +125,7 @@ def warp_batch(images: torch.Tensor, matrices: torch.Tensor, border_mode: str) -
     # align_corners=True): theta = to_unit @ inverse(M) @ from_unit.
     to_unit = torch.tensor([[2 / (width - 1), 0, -1], [0, 2 / (height - 1), -1], [0, 0, 1]], dtype=torch.float64)
     theta = to_unit @ torch.linalg.inv(matrices) @ torch.linalg.inv(to_unit)
-    theta = theta[:, :2].to(device=images.device, dtype=torch.float32)
+    theta = to_device(theta[:, :2].float(), images.device)
     source = images.float()  # grid_sample in float32 whatever the input precision
     grid = F.affine_grid(theta, [n, 1, height, width], align_corners=True)
     warped = F.grid_sample(source, grid, mode="bilinear", padding_mode=GRID_PADDING[border_mode], align_corners=True)
@@ -128,7 +139,7 @@ def affine_batch(images: torch.Tensor, affine: AffineParams, border_mode: str, s
     """
     n, _, height, width = images.shape
     generator = torch.Generator().manual_seed(seed)
-    apply = (torch.rand(n, generator=generator) < affine.p).to(images.device)
+    apply = to_device(torch.rand(n, generator=generator) < affine.p, images.device)
     matrices = affine_matrices(n, height, width, affine, generator)
     # cv2 warps the uint8 image and rounds to whole grey levels: so do we, to keep the same value grid.
     warped = (warp_batch(images.float(), matrices, border_mode) * 255).round_() / 255
@@ -153,7 +164,7 @@ def hole_masks(n: int, height: int, width: int, erasing: ErasingParams, generato
     top = _randint(0, height - hole_h, n, generator)
     left = _randint(0, width - hole_w, n, generator)
     # Only the four numbers per image cross to the device; the masks are built there.
-    top, left, hole_h, hole_w = (t.to(device) for t in (top, left, hole_h, hole_w))
+    top, left, hole_h, hole_w = (to_device(t, torch.device(device)) for t in (top, left, hole_h, hole_w))
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
     in_rows = (rows >= top[:, None]) & (rows < (top + hole_h)[:, None])  # (N, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + hole_w)[:, None])  # (N, W)
@@ -174,16 +185,16 @@ def erasing_batch(images: torch.Tensor, erasing: ErasingParams, fill: Sequence[f
     erase = torch.rand(n, generator=generator) < erasing.p
     hole = torch.rand(n, generator=generator) < 0.5  # OneOf of two transforms with p=1: even odds
     sigma = _uniform(n, erasing.noise_std_min, erasing.noise_std_max, generator).float()
-    erase, hole = erase.to(device), hole.to(device)
+    erase, hole = to_device(erase, device), to_device(hole, device)
     masks = hole_masks(n, height, width, erasing, generator, device) & (erase & hole)[:, None, None, None]
     # The noise itself is drawn on the device: a batch of it is as large as the batch.
     noise_generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
     noise = torch.randn(images.shape, generator=noise_generator, device=device, dtype=torch.float32)
     # albumentations adds the noise to uint8 pixels truncated toward zero to whole grey levels,
     # which shrinks small noise (about 0.5 level less std): reproduced, as it is what training saw.
-    noise = torch.trunc(noise * (sigma.to(device) * 255)[:, None, None, None]) / 255
+    noise = torch.trunc(noise * (to_device(sigma, device) * 255)[:, None, None, None]) / 255
     noisy = (images.float() + noise).clamp(0.0, 1.0).to(images.dtype)
-    fill_t = torch.tensor(list(fill), dtype=images.dtype, device=device).view(1, channels, 1, 1)
+    fill_t = to_device(torch.tensor(list(fill), dtype=images.dtype), device).view(1, channels, 1, 1)
     images = torch.where((erase & ~hole)[:, None, None, None], noisy, images)
     return torch.where(masks, fill_t, images)
 
@@ -221,7 +232,7 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.ran
     cy, cx = int(rng.integers(height)), int(rng.integers(width))
     y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    perm = torch.from_numpy(rng.permutation(n)).to(images.device)
+    perm = to_device(torch.from_numpy(rng.permutation(n)), images.device)
     mixed = images.clone()
     mixed[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
     # The box may be clipped at the border: lam is the pixel share actually kept.
@@ -232,7 +243,7 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.ran
 def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.random.Generator) -> MixedBatch:
     """Blend the batch with a shuffled copy of itself."""
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    perm = to_device(torch.from_numpy(rng.permutation(len(images))), images.device)
     return MixedBatch(lam * images + (1 - lam) * images[perm], labels, labels[perm], lam)
 
 

@@ -140,7 +140,10 @@ class DeviceFeeder:
                  device: torch.device, rank: int = 0, world_size: int = 1) -> None:
         self.images = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(images.labels.astype(np.int64)).to(device)
-        self.augment, self.mean, self.std = augment, mean, std
+        self.augment, self.mean = augment, mean
+        # Made once: a tensor built from a list on every batch would be a blocking copy each time.
+        self.mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         # Drop the partial batch, as the loader does.
         self.batches = max(len(images) // world_size // batch_size, 1)
@@ -155,4 +158,4 @@ class DeviceFeeder:
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             seed = derive_seed(self.seed, epoch, step, self.rank)
             pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
-            yield standardise(pixels, self.mean, self.std), self.labels[index]
+            yield (pixels - self.mean_t) / self.std_t, self.labels[index]
