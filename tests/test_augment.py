@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from cifar_resnet.config import validate_params
+from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.training import build_image_transform, crop_flip_batch, cutmix, derive_seed, mix_batch, mixup
+from cifar_resnet.training.feeding import AugmentedImages
 
 
 def augment(**overrides):
@@ -125,3 +127,190 @@ def test_contradictory_mixing_shares_are_rejected():
 
     with pytest.raises(UserError, match="exceeds 1"):
         augment(cutmix={"p": 0.7}, mixup={"p": 0.5})
+
+
+# --- Batched (device) augmentation against albumentations and the parameters ---------------
+
+def decompose(m: np.ndarray, size: int = 32) -> dict[str, np.ndarray]:
+    """Translation (px), x/y scales and rotation (degrees) of forward matrices M = C T R S C^-1, shape (N, 3, 3)."""
+    c = np.array([size / 2 - 0.5, size / 2 - 0.5])
+    linear = m[:, :2, :2]
+    shift = m[:, :2, 2] + linear @ c - c  # M applied to the centre, minus the centre
+    return {"tx": shift[:, 0], "ty": shift[:, 1], "sx": np.linalg.norm(linear[:, :, 0], axis=1),
+            "sy": np.linalg.norm(linear[:, :, 1], axis=1), "angle": np.degrees(np.arctan2(-linear[:, 1, 0], linear[:, 0, 0]))}
+
+
+def albumentations_matrices(affine, n: int) -> np.ndarray:
+    import albumentations as A
+
+    transform = A.Affine(translate_percent=(-affine.translate, affine.translate), scale=(1 - affine.scale, 1 + affine.scale),
+                         rotate=(-affine.rotate, affine.rotate), p=1.0)
+    matrices = []
+    for i in range(n):
+        transform.set_random_seed(i)
+        matrices.append(transform.get_params_dependent_on_data({"shape": (32, 32, 3)}, {})["matrix"])
+    return np.stack(matrices)
+
+
+def test_affine_parameters_match_albumentations_in_range_and_distribution():
+    from cifar_resnet.training.augment import affine_matrices
+
+    cfg = augment(affine={"p": 1.0, "translate": 0.1, "scale": 0.15, "rotate": 15.0}).affine
+    ours = decompose(affine_matrices(400, 32, 32, cfg, torch.Generator().manual_seed(0)).numpy())
+    theirs = decompose(albumentations_matrices(cfg, 400))
+    # Whole-pixel shifts, |t| <= int(0.1 * 32) = 3, every value of the range drawn.
+    for key in ("tx", "ty"):
+        assert np.allclose(ours[key], np.round(ours[key]), atol=1e-9)
+        assert set(np.round(ours[key]).astype(int)) == set(np.round(theirs[key]).astype(int)) == set(range(-3, 4))
+    for key, low, high in (("sx", 0.85, 1.15), ("sy", 0.85, 1.15), ("angle", -15.0, 15.0)):
+        assert ours[key].min() >= low - 1e-9 and ours[key].max() <= high + 1e-9
+        assert ours[key].min() < low + 0.1 * (high - low) and ours[key].max() > high - 0.1 * (high - low)
+    for key in ours:  # the same uniform distributions: means and spreads agree within sampling error
+        spread = theirs[key].std()
+        assert abs(ours[key].mean() - theirs[key].mean()) < 0.2 * spread, key
+        assert abs(ours[key].std() - spread) < 0.15 * spread, key
+    assert abs(np.corrcoef(ours["sx"], ours["sy"])[0, 1]) < 0.15  # independent scales (keep_ratio=False)
+
+
+def smooth_image(n: int = 4, seed: int = 0) -> torch.Tensor:
+    """Low-frequency 0..1 images, so that bilinear resampling differences stay small."""
+    coarse = torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bicubic", align_corners=True).clamp(0, 1)
+
+
+@pytest.mark.parametrize("border", ["constant", "reflect", "replicate"])
+def test_warp_matches_cv2_warp_affine_with_each_border(border):
+    import cv2
+
+    from cifar_resnet.training.augment import BORDER_MODES, affine_matrices, warp_batch
+
+    cfg = augment(affine={"p": 1.0, "translate": 0.2, "scale": 0.3, "rotate": 40.0}).affine
+    matrices = affine_matrices(4, 32, 32, cfg, torch.Generator().manual_seed(1))
+    images = smooth_image()
+    ours = warp_batch(images, matrices, border).permute(0, 2, 3, 1).numpy()
+    for image, matrix, out in zip(images.permute(0, 2, 3, 1).numpy(), matrices.numpy(), ours):
+        expected = cv2.warpAffine(image, matrix[:2], (32, 32), flags=cv2.INTER_LINEAR,
+                                  borderMode=BORDER_MODES[border][0], borderValue=0)
+        # cv2 quantises sampling positions to 1/32 pixel: agreement to a fraction of a grey level.
+        assert np.abs(out - expected).mean() < 2e-3 and np.abs(out - expected).max() < 0.03
+
+
+def test_a_bright_dot_moves_as_the_drawn_translation_says():
+    from cifar_resnet.training import affine_batch
+
+    cfg = augment(affine={"p": 1.0, "translate": 0.1, "scale": 0.0, "rotate": 0.0}).affine
+    images = torch.zeros(200, 1, 32, 32)
+    images[:, :, 16, 16] = 1.0
+    out = affine_batch(images, cfg, "constant", seed=5)
+    flat = out.view(200, -1).argmax(dim=1)
+    dy, dx = flat // 32 - 16, flat % 32 - 16
+    assert torch.allclose(out.amax(dim=(1, 2, 3)), torch.ones(200))  # whole-pixel shifts: the dot stays sharp
+    assert dx.abs().max() <= 3 and dy.abs().max() <= 3 and set(dx.tolist()) == set(range(-3, 4))
+
+
+def changed_share(before: torch.Tensor, after: torch.Tensor) -> float:
+    return float((before != after).flatten(1).any(dim=1).float().mean())
+
+
+def test_affine_and_erasing_apply_with_probability_p():
+    from cifar_resnet.training import affine_batch, erasing_batch
+
+    images = smooth_image(400)
+    warped = affine_batch(images, augment(affine={"p": 0.5}).affine, "reflect", seed=3)
+    assert abs(changed_share(images, warped) - 0.5) < 0.08  # binomial sd 0.025 over 400 images
+    erased = erasing_batch(images, augment(erasing={"p": 0.3}).erasing, [0.5] * 3, seed=3)
+    assert abs(changed_share(images, erased) - 0.3) < 0.07
+    assert torch.equal(affine_batch(images, augment(affine={"p": 0.0}).affine, "reflect", 3), images)
+
+
+def holes_and_noise(out: torch.Tensor, base: float, fill: float):
+    """Split erased constant images into hole (height, width) pairs and per-image noise stds."""
+    holes, stds = [], []
+    for image in out:
+        filled = torch.isclose(image, torch.tensor(fill), atol=1e-6).all(dim=0)
+        if filled.any():
+            rows, cols = filled.any(dim=1).nonzero().flatten(), filled.any(dim=0).nonzero().flatten()
+            height, width = len(rows), len(cols)
+            assert int(filled.sum()) == height * width  # exactly one solid rectangle
+            assert torch.allclose(image[:, ~filled], torch.tensor(base), atol=1e-6)  # and nothing else touched
+            holes.append((height, width))
+        else:
+            stds.append(float((image - base).std()))
+    return np.array(holes), np.array(stds)
+
+
+def test_erasing_holes_and_noise_match_albumentations():
+    import albumentations as A
+
+    from cifar_resnet.training import erasing_batch
+
+    cfg = augment(erasing={"p": 1.0, "hole_min": 8, "hole_max": 16, "noise_std_min": 0.02, "noise_std_max": 0.05}).erasing
+    fill = 0.2
+    images = torch.full((300, 3, 32, 32), 0.5)
+    holes, stds = holes_and_noise(erasing_batch(images, cfg, [fill] * 3, seed=11), 0.5, fill)
+    assert abs(len(holes) / 300 - 0.5) < 0.1  # OneOf: even odds
+    assert holes.min() == 8 and holes.max() == 16 and set(holes.flatten()) == set(range(8, 17))
+    # Noise std per image within the range (3,072 samples: a 4% estimation margin; truncation
+    # to whole grey levels takes up to about half a level off).
+    assert stds.min() > 0.02 * 0.96 - 0.6 / 255 and stds.max() < 0.05 * 1.04
+    assert 0.035 - 0.6 / 255 < stds.mean() < 0.035 + 0.001  # the midpoint of the range
+
+    # The same statistics from the albumentations pipeline as training runs it (uint8, reseeded per image).
+    pipeline = build_image_transform(augment(erasing=cfg.model_dump()), [fill] * 3, [1.0] * 3)
+    dataset = AugmentedImages(ImageSet(np.full((300, 32, 32, 3), 128, np.uint8), np.zeros(300, np.int64)), pipeline, seed=0)
+    reference = torch.stack([dataset[(1, i)][0] for i in range(300)])
+    ref_holes, ref_stds = holes_and_noise(reference, 128 / 255 - fill, 0.0)  # the fill normalises to 0
+    assert abs(holes.mean() - ref_holes.mean()) < 0.5 and abs(holes.std() - ref_holes.std()) < 0.5
+    assert abs(stds.mean() - ref_stds.mean()) < 0.0015 and abs(stds.std() - ref_stds.std()) < 0.0015
+    assert abs(len(holes) - len(ref_holes)) < 45
+
+
+def test_batched_augmentation_is_repeatable_and_varies_with_the_seed():
+    from cifar_resnet.training import augment_batch
+
+    cfg = augment(crop_padding=4, hflip=True, border_mode="constant", affine={"p": 0.5}, erasing={"p": 0.5})
+    images = smooth_image(16)
+    first = augment_batch(images, cfg, [0.5] * 3, seed=derive_seed(1, 2, 0))
+    assert torch.equal(first, augment_batch(images, cfg, [0.5] * 3, seed=derive_seed(1, 2, 0)))
+    assert not torch.equal(first, augment_batch(images, cfg, [0.5] * 3, seed=derive_seed(1, 3, 0)))
+    assert first.min() >= 0.0 and first.max() <= 1.0
+
+
+def test_batched_augmentation_keeps_bf16_inputs_in_bf16():
+    from cifar_resnet.training import augment_batch
+
+    cfg = augment(crop_padding=4, hflip=True, affine={"p": 1.0}, erasing={"p": 1.0})
+    out = augment_batch(smooth_image(8).bfloat16(), cfg, [0.5] * 3, seed=1)
+    reference = augment_batch(smooth_image(8), cfg, [0.5] * 3, seed=1)
+    assert out.dtype == torch.bfloat16 and out.device.type == "cpu"
+    assert (out.float() - reference).abs().max() < 0.02  # bf16 rounding of 0..1 values only
+
+
+def test_device_feeder_takes_seed_001s_full_recipe_and_resumes_exactly():
+    import yaml
+
+    from cifar_resnet.training import DeviceFeeder
+
+    recipe = yaml.safe_load(open("recipes/seed001.yaml"))["set"]
+    raw = {"train": {"data_on_device": True, "augment": {}}}
+    for key, value in recipe.items():
+        if key.startswith("train.augment."):
+            *path, leaf = key.split(".")[2:]
+            target = raw["train"]["augment"]
+            for part in path:
+                target = target.setdefault(part, {})
+            target[leaf] = value
+    cfg = validate_params(raw).train  # no longer refused on the device path
+    images = ImageSet(np.full((64, 32, 32, 3), 200, np.uint8), np.arange(64) % 10)
+    mean, std = [0.5] * 3, [0.25] * 3
+    make = lambda: DeviceFeeder(images, cfg.augment, mean, std, 16, seed=7, device=torch.device("cpu"))
+    fed = make()
+    for epoch in (1, 2):
+        list(fed.epoch(epoch))
+    after_two = list(fed.epoch(3))
+    fresh = list(make().epoch(3))  # a resumed run starts at epoch 3 with nothing before it
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(after_two, fresh))
+    assert not torch.equal(after_two[0][0], next(make().epoch(4))[0])
+    pixels = torch.cat([x for x, _ in after_two]) * 0.25 + 0.5  # back to the 0..1 scale
+    assert torch.isclose(pixels, torch.tensor(0.5)).any()  # holes filled with the mean
+    assert (pixels.abs() < 1e-6).any()  # black constant border from crop and affine, as albumentations pads

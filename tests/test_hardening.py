@@ -65,7 +65,6 @@ def test_unknown_keys_are_named(section, name):
     ({"train": {"target_val_acc": 1.5}}, "train.target_val_acc = 1.5"),
     ({"data": {"val_fraction": 1.0}}, "data.val_fraction = 1.0"),
     ({"train": {"scheduler": "cosine", "epochs": 3, "warmup_epochs": 3}}, "leaves no epochs to anneal"),
-    ({"train": {"data_on_device": True, "augment": {"affine": {"p": 0.5}}}}, "data_on_device applies crop, flip"),
     ({"train": {"augment": {"erasing": {"hole_min": 20, "hole_max": 10}}}}, "hole_min 20 is larger than hole_max 10"),
     ({"model": {"stem": "imagenet"}, "gradcam": {"target_layer": "layer4"}}, "gradcam.target_layer layer4 is 1x1"),
 ])

@@ -158,11 +158,6 @@ class TrainParams(_Section):
             raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves no epochs to anneal (epochs = {self.epochs})")
         if self.batch_size % self.nproc:
             raise ValueError(f"batch_size {self.batch_size} does not split evenly over nproc = {self.nproc} processes")
-        if self.data_on_device and (self.augment.affine.p > 0 or self.augment.erasing.p > 0):
-            raise ValueError(
-                "data_on_device applies crop, flip, CutMix and MixUp only; set augment.affine.p and "
-                "augment.erasing.p to 0 or data_on_device to false"
-            )
         return self
 
 

@@ -1,5 +1,9 @@
 """Augmentation: albumentations per image (CPU loader), batched tensor ops (any device), CutMix/MixUp.
 
+The batched ops (crop, flip, affine, erasing) reproduce build_image_transform's pipeline in
+distribution, not pixel for pixel: the same parameter draws, order and border handling,
+from torch generators instead of albumentations' own.
+
 All randomness is derived from (seed, epoch, index-or-step), never from a running RNG,
 so an epoch draws the same crops, flips and mixes whether the run is fresh or resumed,
 and whichever loader worker handles an image.
@@ -14,10 +18,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentParams, MixParams
+from ..config import AffineParams, AugmentParams, ErasingParams, MixParams
 
 # Names in params.yaml -> (OpenCV border flag, torch.nn.functional.pad mode).
 BORDER_MODES = {"reflect": (4, "reflect"), "constant": (0, "constant"), "replicate": (1, "replicate")}  # cv2.BORDER_*
+
+
+def to_device(draws: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-batch random draws (made on the CPU) onto the device without blocking the host.
+
+    A plain .to("cuda") from pageable memory waits for the copy, and so for every kernel
+    queued before it; from pinned memory with non_blocking the copy is just queued.
+    """
+    if device.type == "cuda":
+        return draws.pin_memory().to(device, non_blocking=True)
+    return draws.to(device)
 
 
 def derive_seed(*parts: int) -> int:
@@ -59,16 +74,144 @@ def crop_flip_batch(images: torch.Tensor, padding: int, hflip: bool, border_mode
     generator = torch.Generator().manual_seed(seed)
     if padding > 0:
         padded = F.pad(images, (padding,) * 4, mode=BORDER_MODES[border_mode][1])
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+        dy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), images.device)
+        dx = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), images.device)
         rows = (dy[:, None] + torch.arange(height, device=images.device))[:, :, None]  # (N, H, 1)
         cols = (dx[:, None] + torch.arange(width, device=images.device))[:, None, :]  # (N, 1, W)
         batch = torch.arange(n, device=images.device)[:, None, None]
         images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
     if hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        flip = to_device(torch.rand(n, generator=generator) < 0.5, images.device)
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
     return images.contiguous()
+
+
+# grid_sample's padding for each border mode. With align_corners=True "reflection" mirrors
+# about the outermost pixel centres, i.e. cv2.BORDER_REFLECT_101 (what "reflect" means here).
+GRID_PADDING = {"reflect": "reflection", "constant": "zeros", "replicate": "border"}
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def affine_matrices(n: int, height: int, width: int, affine: AffineParams, generator: torch.Generator) -> torch.Tensor:
+    """Per-image forward 3x3 pixel-coordinate matrices drawn as albumentations' Affine draws them.
+
+    Translation is a whole number of pixels (int() of the fraction times the size), x and y
+    scales are independent (keep_ratio=False), and the image turns and scales about its
+    centre (W/2 - 0.5, H/2 - 0.5): M = centre @ translate @ rotate @ scale @ uncentre.
+    """
+    tx = torch.trunc(_uniform(n, -affine.translate, affine.translate, generator) * width)
+    ty = torch.trunc(_uniform(n, -affine.translate, affine.translate, generator) * height)
+    sx = _uniform(n, 1 - affine.scale, 1 + affine.scale, generator)
+    sy = _uniform(n, 1 - affine.scale, 1 + affine.scale, generator)
+    angle = torch.deg2rad(_uniform(n, -affine.rotate, affine.rotate, generator))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    cx, cy = width / 2 - 0.5, height / 2 - 0.5
+    m = torch.zeros(n, 3, 3, dtype=torch.float64)
+    m[:, 0, 0], m[:, 0, 1] = cos * sx, sin * sy
+    m[:, 1, 0], m[:, 1, 1] = -sin * sx, cos * sy
+    m[:, 0, 2] = cx + tx - (m[:, 0, 0] * cx + m[:, 0, 1] * cy)
+    m[:, 1, 2] = cy + ty - (m[:, 1, 0] * cx + m[:, 1, 1] * cy)
+    m[:, 2, 2] = 1.0
+    return m
+
+
+def warp_batch(images: torch.Tensor, matrices: torch.Tensor, border_mode: str) -> torch.Tensor:
+    """Bilinear warp of NCHW images by forward pixel matrices (N, 3, 3), like cv2.warpAffine."""
+    n, _, height, width = images.shape
+    # affine_grid maps output to input in [-1, 1] coordinates (pixel centres at +-1 with
+    # align_corners=True): theta = to_unit @ inverse(M) @ from_unit.
+    to_unit = torch.tensor([[2 / (width - 1), 0, -1], [0, 2 / (height - 1), -1], [0, 0, 1]], dtype=torch.float64)
+    theta = to_unit @ torch.linalg.inv(matrices) @ torch.linalg.inv(to_unit)
+    theta = to_device(theta[:, :2].float(), images.device)
+    source = images.float()  # grid_sample in float32 whatever the input precision
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=True)
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode=GRID_PADDING[border_mode], align_corners=True)
+    return warped.to(images.dtype)
+
+
+def affine_batch(images: torch.Tensor, affine: AffineParams, border_mode: str, seed: int) -> torch.Tensor:
+    """albumentations' Affine(p) on a batch of 0..1 pixel images: each image warped with probability p.
+
+    Bilinear, fill 0 (black) for the constant border, output rounded to the uint8 grid as cv2 does.
+    """
+    n, _, height, width = images.shape
+    generator = torch.Generator().manual_seed(seed)
+    apply = to_device(torch.rand(n, generator=generator) < affine.p, images.device)
+    matrices = affine_matrices(n, height, width, affine, generator)
+    # cv2 warps the uint8 image and rounds to whole grey levels: so do we, to keep the same value grid.
+    warped = (warp_batch(images.float(), matrices, border_mode) * 255).round_() / 255
+    # Untouched images are copied, not resampled through an identity grid (exact, as albumentations).
+    return torch.where(apply[:, None, None, None], warped.to(images.dtype), images)
+
+
+def _randint(low: torch.Tensor | int, high: torch.Tensor | int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Integers uniform in [low, high] inclusive, with per-image bounds."""
+    return (low + torch.floor(torch.rand(n, generator=generator, dtype=torch.float64) * (high - low + 1))).long()
+
+
+def hole_masks(n: int, height: int, width: int, erasing: ErasingParams, generator: torch.Generator,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, 1, H, W) masks of one rectangle each, as CoarseDropout(num_holes_range=(1, 1)) draws it.
+
+    Height and width are independent integers in [hole_min, hole_max] (capped at the image
+    size), and the hole lies wholly inside the image.
+    """
+    hole_h = _randint(erasing.hole_min, min(erasing.hole_max, height), n, generator)
+    hole_w = _randint(erasing.hole_min, min(erasing.hole_max, width), n, generator)
+    top = _randint(0, height - hole_h, n, generator)
+    left = _randint(0, width - hole_w, n, generator)
+    # Only the four numbers per image cross to the device; the masks are built there.
+    top, left, hole_h, hole_w = (to_device(t, torch.device(device)) for t in (top, left, hole_h, hole_w))
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + hole_h)[:, None])  # (N, H)
+    in_cols = (cols >= left[:, None]) & (cols < (left + hole_w)[:, None])  # (N, W)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def erasing_batch(images: torch.Tensor, erasing: ErasingParams, fill: Sequence[float], seed: int) -> torch.Tensor:
+    """OneOf(CoarseDropout, GaussNoise) with probability p on a batch of 0..1 pixel images.
+
+    The hole is filled with `fill` (the dataset mean: zero after normalisation). The noise
+    has a per-image std drawn in [noise_std_min, noise_std_max] of the pixel range, is
+    independent per pixel and channel and is clipped to the range, as GaussNoise does on
+    uint8 images before Normalize. Expects 0..1 pixels on the uint8 grid.
+    """
+    n, channels, height, width = images.shape
+    device = images.device
+    generator = torch.Generator().manual_seed(seed)
+    erase = torch.rand(n, generator=generator) < erasing.p
+    hole = torch.rand(n, generator=generator) < 0.5  # OneOf of two transforms with p=1: even odds
+    sigma = _uniform(n, erasing.noise_std_min, erasing.noise_std_max, generator).float()
+    erase, hole = to_device(erase, device), to_device(hole, device)
+    masks = hole_masks(n, height, width, erasing, generator, device) & (erase & hole)[:, None, None, None]
+    # The noise itself is drawn on the device: a batch of it is as large as the batch.
+    noise_generator = torch.Generator(device=device).manual_seed(derive_seed(seed, 1))
+    noise = torch.randn(images.shape, generator=noise_generator, device=device, dtype=torch.float32)
+    # albumentations adds the noise to uint8 pixels truncated toward zero to whole grey levels,
+    # which shrinks small noise (about 0.5 level less std): reproduced, as it is what training saw.
+    noise = torch.trunc(noise * (to_device(sigma, device) * 255)[:, None, None, None]) / 255
+    noisy = (images.float() + noise).clamp(0.0, 1.0).to(images.dtype)
+    fill_t = to_device(torch.tensor(list(fill), dtype=images.dtype), device).view(1, channels, 1, 1)
+    images = torch.where((erase & ~hole)[:, None, None, None], noisy, images)
+    return torch.where(masks, fill_t, images)
+
+
+def augment_batch(images: torch.Tensor, augment: AugmentParams, fill: Sequence[float], seed: int) -> torch.Tensor:
+    """Every per-image augmentation of `augment` on a batch of 0..1 pixel images, in albumentations' order.
+
+    Pad + crop, flip, affine, erasing; normalisation comes after, as in build_image_transform.
+    Each step has its own stream derived from `seed`, so switching one on or off leaves the
+    draws of the others unchanged.
+    """
+    images = crop_flip_batch(images, augment.crop_padding, augment.hflip, augment.border_mode, seed)
+    if augment.affine.p > 0:
+        images = affine_batch(images, augment.affine, augment.border_mode, derive_seed(seed, 1))
+    if augment.erasing.p > 0:
+        images = erasing_batch(images, augment.erasing, fill, derive_seed(seed, 2))
+    return images
 
 
 @dataclass(frozen=True)
@@ -89,7 +232,7 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.ran
     cy, cx = int(rng.integers(height)), int(rng.integers(width))
     y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    perm = torch.from_numpy(rng.permutation(n)).to(images.device)
+    perm = to_device(torch.from_numpy(rng.permutation(n)), images.device)
     mixed = images.clone()
     mixed[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
     # The box may be clipped at the border: lam is the pixel share actually kept.
@@ -100,7 +243,7 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.ran
 def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float, rng: np.random.Generator) -> MixedBatch:
     """Blend the batch with a shuffled copy of itself."""
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    perm = to_device(torch.from_numpy(rng.permutation(len(images))), images.device)
     return MixedBatch(lam * images + (1 - lam) * images[perm], labels, labels[perm], lam)
 
 

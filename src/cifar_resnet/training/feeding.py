@@ -8,7 +8,7 @@ augmentation depend only on (seed, epoch), so a resumed run sees the same batche
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
-from ..inference import normalise
-from .augment import build_image_transform, crop_flip_batch, derive_seed
+from .augment import augment_batch, build_image_transform, derive_seed
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -111,17 +110,21 @@ class LoaderFeeder:
 
 
 class DeviceFeeder:
-    """The whole split as one uint8 tensor on the device; crop and flip as batched tensor ops.
+    """The whole split as one uint8 tensor on the device; every augmentation as batched tensor ops.
 
-    The fast path for GPUs (no loader processes, no host-to-device copies per batch);
-    albumentations-only transforms (affine, erasing) are not available here.
+    The fast path for GPUs (no loader processes, no host-to-device copies per batch).
+    Crop, flip, affine and erasing run on 0..1 pixels before normalising, as the
+    albumentations pipeline does, so borders are black and noise is clipped in pixel space.
     """
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
                  device: torch.device, rank: int = 0, world_size: int = 1) -> None:
         self.images = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(images.labels.astype(np.int64)).to(device)
-        self.augment, self.mean, self.std = augment, mean, std
+        self.augment, self.mean = augment, mean
+        # Made once: a tensor built from a list on every batch would be a blocking copy each time.
+        self.mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         # Drop the partial batch, as the loader does.
         self.batches = max(len(images) // world_size // batch_size, 1)
@@ -134,8 +137,6 @@ class DeviceFeeder:
         order = order.to(self.labels.device)
         for step in range(self.batches):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            batch = normalise(self.images[index], self.mean, self.std)
-            a = self.augment
             seed = derive_seed(self.seed, epoch, step, self.rank)
-            batch = crop_flip_batch(batch, a.crop_padding, a.hflip, a.border_mode, seed)
-            yield batch, self.labels[index]
+            pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
+            yield (pixels - self.mean_t) / self.std_t, self.labels[index]

@@ -1,0 +1,635 @@
+"""One command to verify and measure a GPU: environment, training throughput, inference
+latency, data-parallel training and time to accuracy on CIFAR-10.
+
+    python benchmarks/gpu_report.py --out reports/h100                       # about 6-9 minutes on one H100
+    python benchmarks/gpu_report.py --out reports/h100 --cifar ~/cifar10-jpeg  # + time to 94% on real CIFAR-10
+    python benchmarks/gpu_report.py --out /tmp/r --quick --device cpu          # tiny version of everything, CPU
+
+Writes DIR/report.json and DIR/report.md. Needs no network. Every section runs the
+project's own code (models.prepare_model, the training feeders, optimiser, schedule,
+train_one_epoch and fit, export.py's exports and latency functions); a section that
+fails records its error and the others still run. Sections that would overrun the time
+budget (--budget, seconds for the whole report) are recorded as skipped, so the report
+always gets written.
+
+Throughput is images per second of the real training step (augmentation, CutMix,
+optimiser step) after warm-up, timed between CUDA synchronisations. `data_wait_share`
+is the share of that time the step spent blocked on the feeder's next batch (the loop
+synchronises every step, so a slow feeder shows up there; on-device feeding enqueues its
+augmentation kernels, which then count as step time).
+
+--cifar takes CIFAR-10 as JPEGs in ImageFolder layout (train/<class>/*.jpg and
+test/<class>/*.jpg), as a folder or a .tar/.tar.gz of one; the time-to-accuracy run
+trains ResNet18 on it with on-device feeding until the test accuracy reaches --target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from cifar_resnet.config import validate_params
+from cifar_resnet.data.arrays import ImageSet
+from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command
+from cifar_resnet.models import count_parameters, prepare_model
+from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, fit, seed_everything, train_one_epoch
+from cifar_resnet.training.run import assemble_run
+
+# Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
+SEED001_AUGMENT = {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
+                   "erasing": {"p": 0.3}, "cutmix": {"p": 0.3}}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Sizes of every section: the full GPU report or the tiny --quick one."""
+
+    width: int
+    batches: tuple[int, int]
+    warmup_steps: int
+    timed_steps: int
+    latency_batches: tuple[int, ...]
+    latency_repeats: int
+    tta_width: int
+    tta_batch: int
+    tta_epochs: int
+    ddp_images: int
+
+    @staticmethod
+    def pick(quick: bool) -> "Mode":
+        if quick:
+            return Mode(4, (16, 32), 1, 2, (1, 8), 3, 4, 16, 2, 256)
+        return Mode(64, (128, 512), 10, 40, (1, 256), 30, 64, 512, 40, 25_600)
+
+
+class Clock:
+    """Seconds left of the report's budget, so late sections skip instead of overrunning."""
+
+    def __init__(self, budget: float) -> None:
+        self.start, self.budget = time.perf_counter(), budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.budget - self.elapsed()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def guarded(section: Callable[[], Any]) -> Any:
+    """Run one section; an exception becomes {"error": ...} in the report instead of ending it."""
+    try:
+        return section()
+    except Exception as err:  # noqa: BLE001 - a report records every failure and goes on
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
+
+
+# ---------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append({"index": index, "name": props.name, "capability": f"{props.major}.{props.minor}",
+                     "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count})
+    return gpus
+
+
+def driver_version() -> Optional[str]:
+    """The NVIDIA driver, from nvidia-smi when it is installed (torch does not report it)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from cifar_resnet.export import environment_info
+
+    cuda = torch.cuda.is_available()
+    return {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
+        "gpus": gpu_info() if cuda else [],
+        "driver": driver_version() if cuda else None,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "host": {key: value for key, value in environment_info().items() if key != "device"},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Training throughput
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    arch: str
+    precision: str  # fp32 | bf16 (autocast)
+    channels_last: bool
+    compile: bool
+    feeding: str  # device | loader
+    batch: int
+
+
+def throughput_grid(mode: Mode, compiled: bool) -> list[Setting]:
+    """A subset of arch x precision x channels_last x compile x feeding x batch that fits the budget.
+
+    Each comparison changes one thing: fp32 -> bf16 -> channels_last, batch 128 -> 512,
+    on-device -> DataLoader feeding at both corners, and torch.compile at the fastest corner.
+    """
+    small, large = mode.batches
+    if compiled:
+        return [Setting(arch, "bf16", True, True, "device", large) for arch in ("resnet18", "resnet34")]
+    grid = []
+    for arch in ("resnet18", "resnet34"):
+        grid += [
+            Setting(arch, "fp32", False, False, "device", small),
+            Setting(arch, "fp32", False, False, "loader", small),
+            Setting(arch, "bf16", False, False, "device", small),
+            Setting(arch, "bf16", True, False, "device", small),
+            Setting(arch, "bf16", True, False, "device", large),
+            Setting(arch, "bf16", True, False, "loader", large),
+        ]
+    return grid
+
+
+def random_images(n: int, classes: int = 10, seed: int = 0) -> ImageSet:
+    """Random uint8 images: the step's speed does not depend on what the pixels show."""
+    rng = np.random.default_rng(seed)
+    return ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, classes, n).astype(np.int64))
+
+
+class TimedBatches:
+    """Wraps a batch iterator and adds up the time spent waiting for each next batch."""
+
+    def __init__(self, batches: Iterator) -> None:
+        self.batches, self.waited = batches, 0.0
+
+    def __iter__(self) -> "TimedBatches":
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.waited += time.perf_counter() - start
+
+
+class StepsOf:
+    """A feeder-shaped view of the next `steps` batches of a shared iterator (one "epoch" of them)."""
+
+    def __init__(self, batches: Iterator, steps: int) -> None:
+        self.batches, self.steps = batches, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def epoch(self, epoch: int) -> Iterator:
+        return itertools.islice(self.batches, self.steps)
+
+
+class Feeders:
+    """One feeder per (feeding, batch), built on first use: loader workers start once."""
+
+    def __init__(self, images: ImageSet, cfg, device: torch.device, workers: int) -> None:
+        self.images, self.cfg, self.device, self.workers = images, cfg, device, workers
+        self.mean, self.std = channel_stats(images.images)
+        self.cache: dict[tuple[str, int], Any] = {}
+
+    def get(self, feeding: str, batch: int):
+        key = (feeding, batch)
+        if key not in self.cache:
+            if feeding == "device":
+                self.cache[key] = DeviceFeeder(self.images, self.cfg.augment, self.mean, self.std, batch, 0, self.device)
+            else:
+                self.cache[key] = LoaderFeeder(self.images, self.cfg.augment, self.mean, self.std, batch, 0,
+                                               num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        return self.cache[key]
+
+
+def train_cfg(batch: int, precision: str, channels_last: bool, extra: Optional[dict] = None):
+    train = {"epochs": 1, "batch_size": batch, "scheduler": "none", "augment": SEED001_AUGMENT, "precision": precision,
+             "channels_last": channels_last, "label_smoothing": 0.1, **(extra or {})}
+    return validate_params({"train": train}).train
+
+
+def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torch.device) -> dict[str, Any]:
+    """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator."""
+    cfg = train_cfg(setting.batch, setting.precision, setting.channels_last)
+    seed_everything(0)
+    model = prepare_model(validate_params({"model": {"arch": setting.arch, "width": mode.width}}).model, 10).model
+    images = feeders.images
+    # The run the stage would assemble, fed from this grid's shared, timed feeder.
+    run = assemble_run(model, images, images.subset([]), cfg, 0, device, 10)
+    precision = Precision.for_run(cfg, device)
+    if precision.channels_last:
+        run.model = run.model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    trainable = torch.compile(run.model) if setting.compile else run.model
+    batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
+
+    def run_steps(steps: int) -> None:
+        run.feeder = StepsOf(batches, steps)
+        train_one_epoch(trainable, run, 1, scaler, precision)
+        synchronize(device)
+
+    started = time.perf_counter()
+    run_steps(mode.warmup_steps)  # cuDNN autotuning, allocator growth, compilation, worker start-up
+    warmup_s = time.perf_counter() - started
+    batches.waited = 0.0
+    started = time.perf_counter()
+    run_steps(mode.timed_steps)
+    seconds = time.perf_counter() - started
+    return {"images_per_s": round(mode.timed_steps * setting.batch / seconds, 1),
+            "step_ms": round(1000 * seconds / mode.timed_steps, 2),
+            "data_wait_share": round(batches.waited / seconds, 3), "warmup_s": round(warmup_s, 1)}
+
+
+def throughput(settings: list[Setting], mode: Mode, device: torch.device, workers: int, clock: Clock,
+               reserve: float) -> list[dict[str, Any]]:
+    """One row per setting; settings that would eat into `reserve` seconds are skipped."""
+    images = random_images((mode.warmup_steps + mode.timed_steps + 1) * max(mode.batches))
+    feeders = Feeders(images, train_cfg(mode.batches[0], "fp32", False), device, workers)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    rows = []
+    for setting in settings:
+        row: dict[str, Any] = {**asdict(setting), "width": mode.width}
+        if clock.left() < reserve:
+            row["skipped"] = "time budget"
+        else:
+            row.update(guarded(lambda: measure_setting(setting, mode, feeders, device)))
+        rows.append(row)
+        print(f"throughput {row}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Inference latency
+# ---------------------------------------------------------------------------------------
+
+
+def gpu_latency_models(model: torch.nn.Module, device: torch.device, traced_path: Path) -> dict[str, Callable]:
+    """Eager fp32, eager bf16 + channels_last and the traced TorchScript file, on the GPU."""
+    from cifar_resnet.export import load_scripted
+
+    eager = copy.deepcopy(model).to(device).eval()
+    fast = copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
+
+    def bf16_channels_last(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return fast(images.contiguous(memory_format=torch.channels_last))
+
+    return {"cuda_eager": eager, "cuda_eager_bf16_channels_last": bf16_channels_last,
+            "cuda_traced": load_scripted(traced_path, map_location=device)}
+
+
+def latency(mode: Mode, device: torch.device, folder: Path) -> dict[str, Any]:
+    """The export stage's latency table (CPU, every exported format), plus GPU rows on a GPU."""
+    from cifar_resnet.export import (
+        bf16_skip_reason, latency_models, latency_rows, load_exports, write_exports,
+    )
+
+    seed_everything(0)
+    model = prepare_model(validate_params({"model": {"arch": "resnet18", "width": mode.width}}).model, 10).model.eval()
+    images = torch.randn(max(mode.latency_batches), 3, 32, 32)
+    try:
+        import onnx  # noqa: F401 - only to know whether ONNX export can run
+
+        with_onnx = True
+    except ImportError:
+        with_onnx = False
+    paths = write_exports(model, images[:1], folder, onnx=with_onnx)
+    cpu_batches = tuple(min(b, 64) for b in mode.latency_batches)  # the CPU rows as the export stage times them
+    rows = latency_rows(latency_models(model, load_exports(paths), bf16_skip_reason()), images, cpu_batches,
+                        warmup=3, repeats=mode.latency_repeats)
+    for row in rows:
+        row["device"] = "cpu"
+    if device.type == "cuda":
+        gpu_rows = latency_rows(gpu_latency_models(model, device, paths["traced"]), images.to(device),
+                                mode.latency_batches, warmup=10, repeats=mode.latency_repeats)
+        rows += [{**row, "device": str(device)} for row in gpu_rows]
+    return {"model": f"resnet18 width {mode.width}", "onnx": with_onnx, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------
+# Data-parallel training (train.nproc)
+# ---------------------------------------------------------------------------------------
+
+
+def ddp_processes(device: torch.device) -> tuple[int, Optional[str]]:
+    """How many processes a DDP run gets, or why it is skipped."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        return (count, None) if count > 1 else (0, "skipped: 1 GPU")
+    return 2, None  # on the CPU, two gloo processes exercise the same code path
+
+
+def ddp(args: argparse.Namespace, device: torch.device, out: Path, clock: Clock) -> dict[str, Any]:
+    nproc, skipped = ddp_processes(device)
+    if skipped:
+        return {"skipped": skipped}
+    if clock.left() < 90:
+        return {"skipped": "time budget"}
+    result_file = out / "ddp_rank0.json"
+    command = torchrun_command(nproc, [__file__, "--ddp-worker", "--out", str(out), "--device", device.type]
+                               + (["--quick"] if args.quick else []))
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=max(60, clock.left() - 30))
+    if finished.returncode != 0:
+        tail = (finished.stdout + finished.stderr).strip().splitlines()[-5:]
+        return {"error": f"torchrun exited with {finished.returncode}: " + " | ".join(tail)}
+    result = json.loads(result_file.read_text())
+    result_file.unlink()
+    return {**result, "processes": nproc, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def ddp_worker(args: argparse.Namespace) -> None:
+    """One torchrun process: fit() two epochs on this rank's shard, as the train stage does with nproc > 1."""
+    mode = Mode.pick(args.quick)
+    device = torch.device(args.device)
+    info = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    global_batch = mode.batches[1]
+    cfg = train_cfg(global_batch, "bf16" if device.type == "cuda" else "fp32", device.type == "cuda",
+                    {"epochs": 2, "nproc": info.world_size, "data_on_device": True})
+    images = random_images(mode.ddp_images)
+    result = fit_run(images, random_images(max(64, global_batch), seed=1), cfg, "resnet18", mode.width, device, info)
+    if info.is_main:
+        (Path(args.out) / "ddp_rank0.json").write_text(json.dumps(result))
+    shutdown(info)
+
+
+def fit_run(train: ImageSet, test: ImageSet, cfg, arch: str, width: int, device: torch.device,
+            info: DistInfo = DistInfo(), deadline: Optional[float] = None) -> dict[str, Any]:
+    """fit() with on-device feeding; per-epoch wall times and accuracies. Stops at `deadline` (perf_counter)."""
+    seed_everything(0)
+    classes = int(train.labels.max()) + 1
+    model = prepare_model(validate_params({"model": {"arch": arch, "width": width}}).model, classes).model
+    # The test split stands in for validation: the report measures time to a test accuracy.
+    run = assemble_run(model, train, test, cfg, 0, device, classes, info)
+    run.eval_batch_size = 1024
+    feeder = run.feeder
+    epochs: list[dict[str, float]] = []
+    started = time.perf_counter()
+
+    def on_epoch_end(result) -> None:
+        epochs.append({"epoch": result.epoch, "seconds": round(time.perf_counter() - started, 2),
+                       "test_acc": round(result.val_acc, 4),
+                       "train_loss": None if math.isnan(result.train_loss) else round(result.train_loss, 4)})  # JSON has no NaN
+        print(f"fit {epochs[-1]}", flush=True)
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime
+
+    stop_reason = "out of time"
+    with tempfile.TemporaryDirectory() as checkpoints:
+        try:
+            stop_reason = fit(run, checkpoints, on_epoch_end=on_epoch_end).stop_reason
+        except OutOfTime:
+            pass
+    trained = [e for e in epochs if e["epoch"] > 0]
+    images_per_epoch = len(feeder) * cfg.batch_size
+    # Epoch 2 on: the first epoch carries the warm-up (cuDNN autotuning, allocator growth).
+    steady = trained[-1]["seconds"] - trained[0]["seconds"] if len(trained) > 1 else 0.0
+    return {"epochs": epochs, "stop_reason": stop_reason, "parameters": count_parameters(run.model),
+            "seconds": epochs[-1]["seconds"] if epochs else None,
+            "images_per_s_after_first_epoch": round(images_per_epoch * (len(trained) - 1) / steady, 1) if steady > 0 else None}
+
+
+class OutOfTime(Exception):
+    """Raised from fit's epoch callback when the report's budget for a run is spent."""
+
+
+# ---------------------------------------------------------------------------------------
+# Time to accuracy on real CIFAR-10 (JPEG ImageFolder)
+# ---------------------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        array = np.asarray(image.convert("RGB").resize((32, 32)) if image.size != (32, 32) else image.convert("RGB"))
+    return array
+
+
+def image_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
+    """(path parts, bytes) of every image in a folder or a tar(.gz) archive of one."""
+    suffixes = (".jpg", ".jpeg", ".png")
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            if file.suffix.lower() in suffixes:
+                yield file.relative_to(path).parts, file.read_bytes()
+        return
+    with tarfile.open(path, "r:*") as archive:  # streamed: nothing is written to disk
+        for member in archive:
+            if member.isfile() and Path(member.name).suffix.lower() in suffixes:
+                yield Path(member.name).parts, archive.extractfile(member).read()
+
+
+def load_image_folder(path: Path) -> tuple[ImageSet, ImageSet, list[str]]:
+    """train/<class>/* and test/<class>/* as uint8 ImageSets; classes in sorted order, as ImageFolder."""
+    found: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
+    for parts, data in image_files(path):
+        if len(parts) >= 3 and parts[-3] in found:
+            found[parts[-3]].append((parts[-2], decode(data)))
+    if not found["train"] or not found["test"]:
+        raise ValueError(f"{path}: expected train/<class>/*.jpg and test/<class>/*.jpg")
+    classes = sorted({name for split in found.values() for name, _ in split})
+    index = {name: i for i, name in enumerate(classes)}
+
+    def as_set(items: list[tuple[str, np.ndarray]]) -> ImageSet:
+        return ImageSet(np.stack([a for _, a in items]), np.array([index[n] for n, _ in items], dtype=np.int64))
+
+    return as_set(found["train"]), as_set(found["test"]), classes
+
+
+def tta_cfg(mode: Mode, target: float, device: torch.device):
+    """ResNet18 recipe for CIFAR-10 in about 30-40 epochs: OneCycle SGD, batch 512, crop + flip, smoothing."""
+    cuda = device.type == "cuda"
+    return validate_params({"train": {
+        "epochs": mode.tta_epochs, "batch_size": mode.tta_batch, "optimizer": "sgd", "max_lr": 0.2, "momentum": 0.9,
+        "nesterov": True, "weight_decay": 5e-4, "scheduler": "onecycle", "pct_start": 0.25, "label_smoothing": 0.1,
+        "precision": "bf16" if cuda else "fp32", "channels_last": cuda, "data_on_device": True,
+        "target_val_acc": target, "augment": {"crop_padding": 4, "border_mode": "reflect", "hflip": True},
+    }}).train
+
+
+def time_to_accuracy(args: argparse.Namespace, mode: Mode, device: torch.device, clock: Clock) -> dict[str, Any]:
+    if args.cifar is None:
+        return {"skipped": "no --cifar PATH (a JPEG ImageFolder copy of CIFAR-10)"}
+    started = time.perf_counter()
+    train, test, classes = load_image_folder(Path(args.cifar).expanduser())
+    decode_s = time.perf_counter() - started
+    if clock.left() < 60:
+        return {"skipped": "time budget", "decode_s": round(decode_s, 1)}
+    cfg = tta_cfg(mode, args.target, device)
+    # Leave what the compiled throughput rows and writing the report need.
+    deadline = time.perf_counter() + clock.left() - args.reserve
+    result = fit_run(train, test, cfg, "resnet18", mode.tta_width, device, deadline=deadline)
+    best = max((e["test_acc"] for e in result["epochs"] if e["epoch"] > 0), default=None)
+    reached = next((e for e in result["epochs"] if e["epoch"] > 0 and e["test_acc"] >= args.target), None)
+    return {**result, "train_images": len(train), "test_images": len(test), "classes": len(classes),
+            "decode_s": round(decode_s, 1), "target": args.target, "best_test_acc": best,
+            "reached": reached is not None, "seconds_to_target": reached["seconds"] if reached else None,
+            "epochs_to_target": reached["epoch"] if reached else None,
+            "recipe": f"resnet18 width {mode.tta_width}, batch {cfg.batch_size}, onecycle max_lr {cfg.max_lr}, "
+                      f"{cfg.precision}, on-device crop + flip, up to {cfg.epochs} epochs"}
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
+    lines = [f"# GPU report ({'quick, ' if report['quick'] else ''}{report['device']})", "",
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, GPUs: {gpus}, "
+             f"driver {env.get('driver')}, {env.get('cpu_count')} CPUs; report took {report['wall_s']} s.", "",
+             "## Training throughput (seed 001 augmentation, CutMix, SGD step)", "",
+             "| arch | width | precision | channels_last | compile | feeding | batch | images/s | step ms | data wait |",
+             "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
+    for row in report["throughput"]:
+        head = (f"| {row['arch']} | {row['width']} | {row['precision']} | {row['channels_last']} | {row['compile']} "
+                f"| {row['feeding']} | {row['batch']} |")
+        if "images_per_s" in row:
+            lines.append(f"{head} {row['images_per_s']:,.1f} | {row['step_ms']} | {row['data_wait_share']:.1%} |")
+        else:
+            lines.append(f"{head} {row.get('skipped') or row.get('error')} | | |")
+    lines += ["", "## Inference latency", ""]
+    lat = report["latency"]
+    if "rows" in lat:
+        lines += [f"{lat['model']}; CPU rows are the export stage's formats.", "",
+                  "| device | model | batch | mean ms | p95 ms | images/s |", "|---|---|---:|---:|---:|---:|"]
+        for row in lat["rows"]:
+            if "skipped" in row:
+                lines.append(f"| {row['device']} | {row['model']} | {row['batch']} | skipped: {row['skipped']} | | |")
+            else:
+                lines.append(f"| {row['device']} | {row['model']} | {row['batch']} | {row['mean_ms']:.3f} "
+                             f"| {row['p95_ms']:.3f} | {row['images_per_s']:,.1f} |")
+    else:
+        lines.append(f"{lat}")
+    lines += ["", "## Data-parallel training (train.nproc)", "", _summary(report["ddp"], "images_per_s_after_first_epoch"),
+              "", "## Time to accuracy (CIFAR-10)", "", _tta_summary(report["time_to_accuracy"]), ""]
+    return "\n".join(lines)
+
+
+def _summary(section: dict[str, Any], key: str) -> str:
+    if "skipped" in section or "error" in section:
+        return str(section.get("skipped") or section.get("error"))
+    return (f"{section['processes']} processes: {section[key]} images/s after the first epoch, "
+            f"wall {section['wall_s']} s ({section['stop_reason']}).")
+
+
+def _tta_summary(section: dict[str, Any]) -> str:
+    if "skipped" in section or "error" in section:
+        return str(section.get("skipped") or section.get("error"))
+    outcome = (f"reached {section['target']:.0%} at epoch {section['epochs_to_target']} after {section['seconds_to_target']} s"
+               if section["reached"] else f"did not reach {section['target']:.0%}")
+    return (f"{section['recipe']}; {section['train_images']} train / {section['test_images']} test images "
+            f"(decoded in {section['decode_s']} s): {outcome}; best test accuracy {section['best_test_acc'] or 0:.2%} "
+            f"in {section['seconds']} s ({section['stop_reason']}).")
+
+
+def without_nan(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.json and report.md")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny widths and few steps (about 2 minutes on a CPU)")
+    parser.add_argument("--cifar", type=Path, help="CIFAR-10 JPEGs: folder or tar(.gz) with train/<class>/, test/<class>/")
+    parser.add_argument("--target", type=float, default=0.94, help="test accuracy of the time-to-accuracy run")
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: 0 with --quick, else min(8, CPUs - 1))")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds for the sections (default 8 minutes; start-up and "
+                        "a section already running come on top)")
+    parser.add_argument("--reserve", type=float, help="seconds kept for the compiled rows (default 150, 0 with --quick)")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = 0 if args.quick else max(1, min(8, (os.cpu_count() or 2) - 1))
+    if args.reserve is None:
+        args.reserve = 0.0 if args.quick else 150.0
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.ddp_worker:
+        ddp_worker(args)
+        return
+    clock, mode, device = Clock(args.budget), Mode.pick(args.quick), torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Compile is skipped in --quick: inductor's first compilation alone takes minutes on a small CPU.
+    compile_rows = throughput_grid(mode, compiled=True)
+    report: dict[str, Any] = {"quick": args.quick, "device": str(device), "environment": guarded(lambda: environment(device))}
+    plain = throughput(throughput_grid(mode, compiled=False), mode, device, args.workers, clock, reserve=args.reserve + 60)
+    with tempfile.TemporaryDirectory() as exports:
+        report["latency"] = guarded(lambda: latency(mode, device, Path(exports)))
+    report["ddp"] = guarded(lambda: ddp(args, device, args.out, clock))
+    report["time_to_accuracy"] = guarded(lambda: time_to_accuracy(args, mode, device, clock))
+    if args.quick:
+        compiled = [{**asdict(s), "width": mode.width, "skipped": "--quick (compiling takes minutes on a CPU)"}
+                    for s in compile_rows]
+    else:
+        # A compiled row takes a minute or more (compilation), so one starts only with that much left.
+        compiled = throughput(compile_rows, mode, device, args.workers, clock, reserve=75)
+    report["throughput"] = plain + compiled
+    report["wall_s"] = round(clock.elapsed(), 1)
+    (args.out / "report.json").write_text(json.dumps(without_nan(report), indent=2, default=str) + "\n")
+    (args.out / "report.md").write_text(markdown(report))
+    print(f"wrote {args.out / 'report.json'} and {args.out / 'report.md'} in {report['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""benchmarks/gpu_report.py --quick --device cpu: every section runs and both report files say so."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def jpeg_folder(root: Path, per_class: int = 40) -> Path:
+    """A two-class CIFAR-like ImageFolder: dark and bright 32x32 JPEGs, in train/ and test/."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", per_class // 4)):
+        for label, (name, level) in enumerate((("dark", 50), ("bright", 200))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(level, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg")
+    return root
+
+
+def test_quick_cpu_report_covers_every_section(tmp_path):
+    cifar = jpeg_folder(tmp_path / "cifar")
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's library, not another install
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), "--out", str(out), "--quick",
+               "--device", "cpu", "--cifar", str(cifar), "--target", "0.99"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+
+    report = json.loads((out / "report.json").read_text())
+    text = json.dumps(report)
+    assert '"error"' not in text, text[:4000]
+    assert report["quick"] is True and report["environment"]["torch"]
+    rows = report["throughput"]
+    timed = [row for row in rows if "images_per_s" in row]
+    assert {row["arch"] for row in timed} == {"resnet18", "resnet34"}
+    assert {row["feeding"] for row in timed} == {"device", "loader"} and {row["precision"] for row in timed} == {"fp32", "bf16"}
+    assert all(row["images_per_s"] > 0 and 0.0 <= row["data_wait_share"] <= 1.0 for row in timed)
+    assert all(row["skipped"].startswith("--quick") for row in rows if row["compile"])
+    latency = {(row["model"], row["batch"]) for row in report["latency"]["rows"] if "mean_ms" in row}
+    assert {("eager", 1), ("traced", 8), ("exported", 1)} <= latency
+    assert report["ddp"]["processes"] == 2 and report["ddp"]["images_per_s_after_first_epoch"] > 0
+    tta = report["time_to_accuracy"]
+    assert tta["train_images"] == 80 and tta["test_images"] == 20 and tta["classes"] == 2
+    assert 0.0 <= tta["best_test_acc"] <= 1.0
+    if tta["reached"]:  # dark against bright is easy: the target may be met before the last epoch
+        assert tta["stop_reason"] == "target accuracy" and tta["best_test_acc"] >= 0.99 and tta["seconds_to_target"] > 0
+    else:
+        assert tta["stop_reason"] == "completed" and [e["epoch"] for e in tta["epochs"]] == [0, 1, 2]
+    markdown = (out / "report.md").read_text()
+    for heading in ("Training throughput", "Inference latency", "Data-parallel training", "Time to accuracy"):
+        assert f"## {heading}" in markdown
+    print(f"quick report took {report['wall_s']} s")
