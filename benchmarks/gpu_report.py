@@ -35,7 +35,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -51,7 +50,7 @@ from cifar_resnet.config import validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command
 from cifar_resnet.models import count_parameters, prepare_model
-from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, fit, seed_everything, train_one_epoch
+from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch
 from cifar_resnet.training.run import assemble_run
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
@@ -258,7 +257,7 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
     model = prepare_model(validate_params({"model": {"arch": setting.arch, "width": mode.width}}).model, 10).model
     images = feeders.images
     # The run the stage would assemble, fed from this grid's shared, timed feeder.
-    run = assemble_run(model, images, images.subset([]), cfg, 0, device, 10)
+    run = assemble_run(model, images, images.subset([0]), cfg, 0, device, 10)  # validation is not timed
     precision = Precision.for_run(cfg, device)
     if precision.channels_last:
         run.model = run.model.to(memory_format=torch.channels_last)

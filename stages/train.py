@@ -8,7 +8,6 @@ checkpoints wait in the --resume folder (not a DVC output), keyed by params, cod
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
