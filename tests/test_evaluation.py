@@ -116,7 +116,7 @@ def test_per_class_table_gives_precision_recall_and_support():
 
 def test_confusion_records_name_classes():
     records = confusion_records(LOGITS.argmax(1), LABELS, ["a", "b", "c"])
-    assert records[2] == {"actual": "c", "predicted": "b"}
+    assert records[2] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1}
     assert len(records) == 4
 
 
