@@ -168,13 +168,15 @@ METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "S
 _PANEL_INCHES = 1.55  # one 32x32 picture; a pair (image, heat map) is two of these side by side
 
 
-def _draw_box_and_peak(ax, cam: np.ndarray, box: Optional[np.ndarray], image_size: tuple[int, int]) -> None:
-    """The object's box (white outline) and the CAM's peak ('+'), as the localisation score locates them."""
-    if box is None:
-        return
+def _draw_box(ax, box: np.ndarray) -> None:
+    """The object's (x0, y0, x1, y1) box as a white outline."""
     x0, y0, x1, y1 = (int(v) for v in box)
     # imshow centres pixel x on x, so the box's pixels x0..x1-1 span x0 - 0.5 .. x1 - 0.5.
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
+
+
+def _draw_peak(ax, cam: np.ndarray, image_size: tuple[int, int]) -> None:
+    """The CAM's peak as a white '+', where the localisation score locates it (none for a flat CAM)."""
     (peak_x, peak_y), = peak_locations(cam[None], image_size)
     if np.isfinite(peak_x):
         ax.plot(peak_x - 0.5, peak_y - 0.5, marker="+", markersize=10, markeredgewidth=2, color="white")
@@ -186,10 +188,10 @@ def _draw_pair(subfig, image: np.ndarray, cam: np.ndarray, title: str, box: Opti
     # Nearest keeps the 32x32 pixels honest when upscaled to the panel size.
     left.imshow(image, interpolation="nearest")
     right.imshow(overlay(image, cam), interpolation="nearest")
-    if box is not None:  # the box on the plain image too: it shows what the object is
-        x0, y0, x1, y1 = (int(v) for v in box)
-        left.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
-    _draw_box_and_peak(right, cam, box, image.shape[:2])
+    if box is not None:  # only boxed datasets (shapes) are scored, so only there is the peak worth marking
+        _draw_box(left, box)
+        _draw_box(right, box)
+        _draw_peak(right, cam, image.shape[:2])
     for ax in (left, right):
         ax.set_xticks([])
         ax.set_yticks([])
