@@ -234,6 +234,9 @@ def test_class_names_with_dollars_are_drawn_literally(tmp_path):
     images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
     paths = write_evaluation_plots(tmp_path, logits, labels, images, classes, calibration_bins=5, wrong_images=4)
     assert all(path.stat().st_size > 0 for path in paths)
+    # Two runs side by side fit a 1400-pixel `dvc plots diff` page.
+    widths = {path.name: int.from_bytes(path.read_bytes()[16:20], "big") for path in paths if path.suffix == ".png"}
+    assert max(widths.values()) <= 680, widths
     figure = confusion_figure(row_normalise(confusion_matrix(logits.argmax(1), labels, 3)), classes)
     figure.savefig(tmp_path / "check.png", format="png")  # tick labels exist once drawn
     ticks = [label.get_text() for label in figure.axes[0].get_yticklabels()]

@@ -236,6 +236,9 @@ def test_one_overlay_file_per_image_with_boxes(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
     plot_cam_grid(images, cams, titles, tmp_path / "grid.png", boxes=boxes)
     assert (tmp_path / "grid.png").stat().st_size > 1000
+    # Two pairs per row: the grid and each file fit half a 1400-pixel `dvc plots diff` page.
+    widths = [int.from_bytes(path.read_bytes()[16:20], "big") for path in [tmp_path / "grid.png", *paths]]
+    assert max(widths) <= 680, widths
     with pytest.raises(ValueError):
         save_cam_images(tmp_path / "more", ["a.png", "a.png", "b.png"], images, cams, titles)
     with pytest.raises(ValueError):

@@ -165,7 +165,9 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray) -> np.ndarray:
 # How the methods are named in figure titles.
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM"}
 
-_PANEL_INCHES = 1.55  # one 32x32 picture; a pair (image, heat map) is two of these side by side
+_PANEL_INCHES = 1.45  # one 32x32 picture; a pair (image, heat map) is two of these side by side
+_BAR_INCHES = 0.8  # the colour bar's strip
+# Two pairs and the bar at 100 dpi: 660 pixels, so two runs fit side by side on a 1400-pixel page.
 
 
 def _draw_box(ax, box: np.ndarray) -> None:
@@ -232,11 +234,11 @@ def cam_figure(
     _check_lengths(images_uint8, cams, titles, boxes)
     ncols = max(1, min(ncols, len(cams)))
     nrows = -(-len(cams) // ncols)
-    width = 2 * _PANEL_INCHES * ncols + 0.9  # + the colour bar
+    width = 2 * _PANEL_INCHES * ncols + _BAR_INCHES
     height = (_PANEL_INCHES + 0.45) * nrows + 0.45 + (0.35 if boxes is not None else 0.0)
     # A bare Figure (no pyplot) renders with Agg and never touches the process-wide backend.
     fig = Figure(figsize=(width, height), layout="constrained")
-    grid, bar = fig.subfigures(1, 2, width_ratios=[width - 0.9, 0.9])
+    grid, bar = fig.subfigures(1, 2, width_ratios=[width - _BAR_INCHES, _BAR_INCHES])
     pairs = np.atleast_1d(grid.subfigures(nrows, ncols, squeeze=False).ravel())
     for i, (subfig, image, cam, title) in enumerate(zip(pairs, images_uint8, cams, titles)):
         _draw_pair(subfig, image, cam, title, None if boxes is None else boxes[i])
