@@ -3,8 +3,9 @@
     python scripts/smoke.py                      # copy to a new temp folder, run, report
     python scripts/smoke.py --workdir /tmp/smk   # choose the folder (must not exist)
 
-The copy is made a git repository and committed, the profile is merged over its
-params.yaml, and `dvc repro` runs there with the real dvc CLI. Your own workspace, its
+The copy holds the files git lists (tracked and untracked, never git-ignored ones such as
+.venv/), is made a git repository and committed, the profile is merged over its
+params.yaml (comments kept), and `dvc repro` runs there with the real dvc CLI. Your own workspace, its
 dvc.lock and its results are never touched. The copy is kept so you can look inside
 (`dvc exp show`, `dvc plots show`) and then delete it.
 """
@@ -19,36 +20,63 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
-# Workspace state that must not leak into the copy: outputs, caches, the lock of real runs.
-EXCLUDE_TOP = {".git", "data", "models", "dvclive", "plots", "metrics", "dvc_plots", "dvc.lock", ".pytest_cache", ".resume"}
-EXCLUDE_DVC = {"cache", "tmp", "config.local"}
-EXCLUDE_ANYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info")
+# Results of real runs, even when committed: the copy starts from a clean pipeline.
+EXCLUDE_TOP = {"data", "models", "dvclive", "plots", "metrics", "dvc_plots", "dvc.lock"}
 
 
-def _ignore(folder: str, names: list[str]) -> set[str]:
-    path = Path(folder)
-    ignored = set(EXCLUDE_ANYWHERE(folder, names))
-    if path == REPO:
-        ignored |= EXCLUDE_TOP & set(names)
-    elif path == REPO / ".dvc":
-        ignored |= EXCLUDE_DVC & set(names)
-    return ignored
+def repository_files(repo: Path = REPO) -> list[str]:
+    """The files git would commit: tracked and untracked, never git-ignored ones (.venv/, caches, secrets).
+
+    Paths are relative to `repo`; files deleted from the work tree and results of real runs
+    (EXCLUDE_TOP) are left out.
+    """
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=repo, check=True, capture_output=True, text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise SystemExit(f"error: {repo} must be a git checkout: the smoke copy holds only the files git lists ({err})")
+    names = sorted(set(filter(None, listed.split("\0"))))
+    return [name for name in names if name.split("/")[0] not in EXCLUDE_TOP and (repo / name).is_file()]
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """`override` wins key by key, recursing into nested sections."""
-    merged = dict(base)
+def copy_repository(workdir: Path, repo: Path = REPO) -> None:
+    """Copy repository_files() into the new folder `workdir`, keeping the layout."""
+    for name in repository_files(repo):
+        target = workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, target)
+
+
+def merge_into(base: MutableMapping, override: Mapping) -> None:
+    """`override` wins key by key, recursing into nested sections; `base` is changed in place.
+
+    In place, so a ruamel.yaml round-trip mapping keeps its comments and key order.
+    """
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        if isinstance(value, Mapping) and isinstance(base.get(key), MutableMapping):
+            merge_into(base[key], value)
         else:
-            merged[key] = value
-    return merged
+            base[key] = value
+
+
+def apply_profile(params_path: Path, profile: Path) -> None:
+    """Merge the profile's values over params.yaml, keeping params.yaml's comments and layout."""
+    yaml = YAML()  # round-trip mode: comments, order, quoting and [flow, lists] survive
+    yaml.width = 4096  # never re-wrap long lines
+    # ruamel writes None as an empty value; params.yaml spells it null.
+    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    params = yaml.load(params_path.read_text())
+    merge_into(params, yaml.load(profile.read_text()) or {})
+    with params_path.open("w") as f:
+        yaml.dump(params, f)
 
 
 def smoke_env(workdir: Path) -> dict[str, str]:
@@ -73,10 +101,8 @@ def git(workdir: Path, *args: str) -> None:
 
 def prepare_copy(workdir: Path, profile: Path) -> None:
     """Copy the repository, apply the profile to params.yaml, and commit it all."""
-    shutil.copytree(REPO, workdir, ignore=_ignore)
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    overrides = yaml.safe_load(profile.read_text()) or {}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides), sort_keys=False))
+    copy_repository(workdir)
+    apply_profile(workdir / "params.yaml", profile)
     git(workdir, "init", "-q", "-b", "main")
     git(workdir, "add", "-A")
     git(workdir, "commit", "-q", "-m", f"smoke profile {profile.name}")

@@ -1,8 +1,10 @@
 """Stage `gradcam`: class-activation maps for the first test images, and how well they localise.
 
-Writes, under --out: grid.png (the first `gradcam.images` test images, 3 per row) and
-images/NN_<true class>.png (the same overlays one per file), each titled with the predicted
-class, its confidence and the true class. Maps are for the predicted class.
+Writes, under --out: grid.png (the first `gradcam.images` test images, 2 per row) and
+images/NN_<true class>.png (the same one per file): each image beside its map blended over
+it, titled with the predicted class, its confidence and the true class, under a colour bar,
+the method and the layer; on shapes, the object's box and the map's peak are marked and
+a legend says so. Maps are for the predicted class.
 
 Writes --metrics: {"localisation": {"score", "chance", "images", "method", "layer"}}: the
 fraction of the first `gradcam.score_images` test images whose map (for the true class)
@@ -66,8 +68,10 @@ def main() -> None:
         localisation = measure_localisation(model, scored_x, scored_y.tolist(), scored.boxes, target_layer, cfg.method)
 
     with atomic_dir(args.out) as out:
-        plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=3, boxes=shown.boxes)
-        save_cam_images(out / "images", names, shown.images, cams, titles, boxes=shown.boxes)
+        # Two (image, heat map) pairs per row keep the grid within half a 1400-pixel page.
+        figure = {"boxes": shown.boxes, "method": cfg.method, "layer": target_layer}
+        plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=2, **figure)
+        save_cam_images(out / "images", names, shown.images, cams, titles, **figure)
     write_json(args.metrics, {"localisation": localisation})
 
     print(f"{cfg.method} on {target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")

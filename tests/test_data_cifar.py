@@ -361,6 +361,14 @@ def test_download_unreachable(tmp_path):
     assert not dest.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_download_error_names_every_offline_way_forward(tmp_path):
+    with pytest.raises(UserError) as caught:
+        download("http://127.0.0.1:9/x", tmp_path / "dl.bin", timeout=5)
+    message = str(caught.value)
+    assert "data.source" in message and "data.dataset: folder" in message
+    assert "python scripts/smoke.py" in message and "\n" not in message  # still one line
+
+
 @pytest.fixture
 def http_root(tmp_path):
     """A local HTTP server on 127.0.0.1 serving tmp_path/"www"."""

@@ -70,11 +70,11 @@ def test_export_parity_and_latency_are_recorded(smoke_repo):
     export = json.loads((smoke_repo / "metrics" / "export.json").read_text())
     params = yaml.safe_load((smoke_repo / "params.yaml").read_text())["export"]
     batches = {f"b{b}" for b in params["latency_batches"]}
-    # eager_bf16 appears too, on CPUs with native bf16
-    assert {"eager", "traced", "scripted", "exported", "onnxruntime", "eager_channels_last"} <= set(export["ms_per_image"])
-    assert all(set(per_batch) == batches and min(per_batch.values()) > 0 for per_batch in export["ms_per_image"].values())
-    assert set(export["parity_max_abs_diff"]) == {"traced", "scripted", "exported", "onnxruntime"}
-    assert max(export["parity_max_abs_diff"].values()) <= params["tolerance"]
+    # Timings are no metrics (they change between runs of one model): only the parity figure is.
+    assert list(export) == ["parity_max_abs_diff_micro"]
+    assert export["parity_max_abs_diff_micro"] <= params["tolerance"] * 1e6
+    parity = json.loads((smoke_repo / "plots" / "export" / "parity.json").read_text())
+    assert set(parity["max_abs_diff"]) == {"traced", "scripted", "exported", "onnxruntime"}
     out = smoke_repo / "models" / "export"
     assert {"traced.pt", "scripted.pt", "program.pt2", "model.onnx", "preprocess.json"} <= {p.name for p in out.iterdir()}
     table = json.loads((smoke_repo / "plots" / "export" / "latency.json").read_text())

@@ -116,7 +116,7 @@ def test_per_class_table_gives_precision_recall_and_support():
 
 def test_confusion_records_name_classes():
     records = confusion_records(LOGITS.argmax(1), LABELS, ["a", "b", "c"])
-    assert records[2] == {"actual": "c", "predicted": "b"}
+    assert records[2] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1}
     assert len(records) == 4
 
 
@@ -222,3 +222,22 @@ def test_confusion_figure_for_a_hundred_classes(tmp_path):
     confusion = confusion_matrix((labels + 1) % 100, labels, 100)
     save_figure(confusion_figure(row_normalise(confusion), [f"class{i}" for i in range(100)]), tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_class_names_with_dollars_are_drawn_literally(tmp_path):
+    # "$...$" is mathtext to matplotlib: "a$b$c" would lose its dollars, "x$\nosuch$" would fail to draw.
+    from matplotlib.cbook import is_math_text
+
+    classes = ["a$b$c", r"x$\nosuch$", "plain"]
+    logits = torch.tensor([[3.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 1, 2])
+    images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    paths = write_evaluation_plots(tmp_path, logits, labels, images, classes, calibration_bins=5, wrong_images=4)
+    assert all(path.stat().st_size > 0 for path in paths)
+    # Two runs side by side fit a 1400-pixel `dvc plots diff` page.
+    widths = {path.name: int.from_bytes(path.read_bytes()[16:20], "big") for path in paths if path.suffix == ".png"}
+    assert max(widths.values()) <= 680, widths
+    figure = confusion_figure(row_normalise(confusion_matrix(logits.argmax(1), labels, 3)), classes)
+    figure.savefig(tmp_path / "check.png", format="png")  # tick labels exist once drawn
+    ticks = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert [t.replace(r"\$", "$") for t in ticks] == classes and not any(is_math_text(t) for t in ticks)

@@ -11,6 +11,7 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from cifar_resnet.errors import UserError
+from cifar_resnet.figures import prediction_titles
 from cifar_resnet.gradcam import (
     CAM_METHODS,
     compute_cams,
@@ -22,6 +23,7 @@ from cifar_resnet.gradcam import (
     overlay_filename,
     peak_in_box,
     peak_locations,
+    cam_figure,
     plot_cam_grid,
     resolve_layer,
     resolve_target_layer,
@@ -234,7 +236,54 @@ def test_one_overlay_file_per_image_with_boxes(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
     plot_cam_grid(images, cams, titles, tmp_path / "grid.png", boxes=boxes)
     assert (tmp_path / "grid.png").stat().st_size > 1000
+    # Two pairs per row: the grid and each file fit half a 1400-pixel `dvc plots diff` page.
+    widths = [int.from_bytes(path.read_bytes()[16:20], "big") for path in [tmp_path / "grid.png", *paths]]
+    assert max(widths) <= 680, widths
     with pytest.raises(ValueError):
         save_cam_images(tmp_path / "more", ["a.png", "a.png", "b.png"], images, cams, titles)
     with pytest.raises(ValueError):
         plot_cam_grid(images, cams, titles, tmp_path / "bad.png", boxes=boxes[:2])
+
+
+def _png(fig) -> bytes:
+    """Render `fig` (a bare Figure) to PNG bytes: drawing is where mathtext would fail."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_each_example_is_its_image_beside_its_map_with_colour_bar_legend_and_method() -> None:
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    cams = rng.random((3, 32, 32), dtype=np.float32)
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 32, 32], [10, 2, 20, 30]])
+    fig = cam_figure(images, cams, ["a", "b", "c"], ncols=2, boxes=boxes, method="gradcam++", layer="layer3")
+    pictures = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert len(pictures) == 6  # image and heat map per example
+    # The left of each pair is the image itself, the right the map blended over it.
+    for left, right, image, cam in zip(pictures[::2], pictures[1::2], images, cams):
+        assert np.array_equal(left.get_images()[0].get_array(), image)
+        assert np.array_equal(right.get_images()[0].get_array(), overlay(image, cam))
+    assert any(ax.get_title() == "CAM" and not ax.get_images() for ax in fig.get_axes())  # the colour bar
+    assert fig.get_suptitle() == "Grad-CAM++ at layer3, for the predicted class"
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["object's box (shapes dataset)", "CAM peak"]
+    assert _png(fig)[:8] == PNG_MAGIC
+    # Without boxes there is nothing to explain: no legend.
+    assert not cam_figure(images, cams, ["a", "b", "c"], method="gradcam", layer="layer4").legends
+
+
+def test_class_names_are_drawn_literally_not_as_mathtext() -> None:
+    from matplotlib.cbook import is_math_text
+
+    classes = ["a$b$c", r"x$\nosuch$"]  # unescaped, the second stops matplotlib with "Unknown symbol"
+    titles = prediction_titles(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([1, 0]), classes)
+    assert [t.replace(r"\$", "$") for t in titles] == ["pred: a$b$c (0.90)\ntrue: x$\\nosuch$",
+                                                        "pred: x$\\nosuch$ (0.80)\ntrue: a$b$c"]
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    fig = cam_figure(images, np.zeros((2, 32, 32), dtype=np.float32), titles, method="gradcam", layer="layer4")
+    assert _png(fig)[:8] == PNG_MAGIC
+    drawn = [sub._suptitle.get_text() for sub in fig.subfigs[0].subfigs]
+    assert drawn == titles and not any(is_math_text(text) for text in drawn)

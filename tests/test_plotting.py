@@ -104,6 +104,11 @@ def test_every_curve_marks_the_best_epoch(with_val):
     assert f"best epoch {best}" in figures["overview.png"].get_suptitle()
 
 
+def png_width(path) -> int:
+    """A PNG's width in pixels, from its IHDR chunk."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
 def test_every_file_is_written_non_empty_and_the_npz_matches_the_csv(tmp_path):
     history = hand_made_history()
     written = write_training_plots(history, tmp_path / "out")
@@ -114,6 +119,8 @@ def test_every_file_is_written_non_empty_and_the_npz_matches_the_csv(tmp_path):
         assert path.stat().st_size > 0
         if path.suffix == ".png":
             assert path.read_bytes()[:8] == PNG_MAGIC
+            # Two runs side by side fit a 1400-pixel `dvc plots diff` page.
+            assert png_width(path) <= 680, (path.name, png_width(path))
 
     table = read_csv_exactly(tmp_path / "out" / "metrics.csv")
     with np.load(tmp_path / "out" / "metrics.npz") as npz:

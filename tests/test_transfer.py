@@ -201,10 +201,23 @@ def test_summary_counts_multiply_adds_by_hand():
     assert summary["params"] == sum(p.numel() for p in model.parameters())
     assert summary["size_mb"] >= summary["params_mb"] > 0  # buffers add the BatchNorm statistics
     rows = layer_table(model, depth=1)
-    assert [r.name for r in rows] == [name for name, _ in model.named_children()]
+    # The order of the forward pass: maxpool (registered before bn1) runs after relu.
+    assert [r.name for r in rows] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                                      "avgpool", "dropout", "fc"]
     assert sum(r.macs for r in rows) == summary["macs"]
     assert {r.name: r.output for r in rows}["layer1"] == (4, 32, 32)
     assert "multiply-adds per 32x32 image: 1,093,952" in format_table(rows, summary)
+
+
+def test_layer_table_follows_the_forward_pass_and_sizes_say_mib():
+    model = build_model("resnet18", 10, width=4, stem="imagenet", blocks=[1, 1, 1, 1])
+    names = [r.name for r in layer_table(model, depth=1)]
+    assert names.index("bn1") < names.index("relu") < names.index("maxpool") < names.index("layer1")
+    leaves = [r.name for r in layer_table(model, depth=None)]
+    assert leaves[:4] == ["conv1", "bn1", "relu", "maxpool"] and leaves[-1] == "fc"
+    totals = format_table(layer_table(model), model_summary(model)).splitlines()
+    size = next(line for line in totals if line.startswith("size:"))
+    assert "MiB" in size and " MB" not in size
 
 
 def test_model_summary_script_prints_the_layer_table(tmp_path):

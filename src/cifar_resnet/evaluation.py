@@ -148,6 +148,14 @@ def per_class_table(confusion: torch.Tensor, classes: Sequence[str]) -> list[dic
     ]
 
 
-def confusion_records(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[dict[str, str]]:
-    """One {actual, predicted} record per image: the input DVC's confusion template expects."""
-    return [{"actual": classes[t], "predicted": classes[p]} for t, p in zip(labels.tolist(), predictions.tolist())]
+def confusion_records(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[dict]:
+    """One {actual, predicted, actual_index, predicted_index} record per image, for DVC's confusion plot.
+
+    The indices let the plot order its axes as the dataset orders its classes: DVC's own
+    confusion template sorts class names alphabetically; .dvc/plots/confusion_ordered.json
+    sorts by these fields instead.
+    """
+    return [
+        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p}
+        for t, p in zip(labels.tolist(), predictions.tolist())
+    ]

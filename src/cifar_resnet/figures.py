@@ -33,15 +33,17 @@ def confusion_figure(normalised: torch.Tensor, classes: Sequence[str]) -> Figure
     """The row-normalised confusion matrix (evaluation.row_normalise): true class per row, predicted per column."""
     matrix = np.asarray(normalised, dtype=np.float64)
     n = len(classes)
-    side = min(20.0, max(5.0, 2.0 + 0.4 * n))  # inches: grows with the classes, capped for CIFAR-100
+    # Inches: grows with the classes; the cap keeps CIFAR-100's within a 1400-pixel page at save_figure's dpi.
+    side = min(16.0, max(5.0, 2.0 + 0.4 * n))
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.subplots()
     # A class absent from the labels has a NaN row: masked, it shows as blank rather than as zeros.
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fontsize = 8 if n <= _ANNOTATE_UP_TO else 5
-    ax.set_xticks(range(n), classes, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(n), classes, fontsize=fontsize)
+    names = [literal_text(name) for name in classes]
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if n <= _ANNOTATE_UP_TO:
@@ -93,7 +95,7 @@ def image_grid_figure(images_uint8: Sequence[np.ndarray], titles: Sequence[str],
         raise ValueError(f"need as many images as titles, at least one; got {len(images_uint8)} and {len(titles)}")
     ncols = math.ceil(math.sqrt(len(titles)))
     nrows = math.ceil(len(titles) / ncols)
-    fig = Figure(figsize=(2.2 * ncols, 2.5 * nrows + 0.4), layout="constrained")
+    fig = Figure(figsize=(2.0 * ncols, 2.4 * nrows + 0.4), layout="constrained")  # 4 columns: 640 pixels
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, image, text in zip(axes, images_uint8, titles):
         ax.imshow(image, interpolation="nearest")  # nearest keeps 32x32 pixels sharp when enlarged
@@ -105,11 +107,24 @@ def image_grid_figure(images_uint8: Sequence[np.ndarray], titles: Sequence[str],
     return fig
 
 
+def literal_text(text: str) -> str:
+    """`text` escaped for matplotlib, which reads "$...$" as mathtext: a class named "a$b$c" stays "a$b$c".
+
+    Escaping (rather than parse_math=False) also holds for tick labels, whose Text objects
+    matplotlib makes itself; "\\$" draws "$" both with mathtext and with usetex.
+    """
+    return text.replace("$", r"\$")
+
+
 def prediction_titles(probabilities: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[str]:
-    """A two-line title per image: "pred: <class> (<probability>)" above "true: <class>"."""
+    """A two-line matplotlib title per image: "pred: <class> (<probability>)" above "true: <class>".
+
+    Class names are escaped with literal_text, so they are drawn exactly as spelled.
+    """
     confidence, predicted = probabilities.max(dim=1)
+    names = [literal_text(name) for name in classes]
     return [
-        f"pred: {classes[p]} ({c:.2f})\ntrue: {classes[t]}"
+        f"pred: {names[p]} ({c:.2f})\ntrue: {names[t]}"
         for p, c, t in zip(predicted.tolist(), confidence.tolist(), labels.tolist())
     ]
 

@@ -10,7 +10,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -159,19 +162,99 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return show_cam_on_image(rgb, np.clip(cam, 0.0, 1.0).astype(np.float32), use_rgb=True)
 
 
-def _draw_overlay(ax, image: np.ndarray, cam: np.ndarray, title: str, box: Optional[np.ndarray]) -> None:
-    """One titled CAM overlay; with a box, its outline and this map's peak, as the localisation score locates it."""
+# How the methods are named in figure titles.
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM"}
+
+_PANEL_INCHES = 1.45  # one 32x32 picture; a pair (image, heat map) is two of these side by side
+_BAR_INCHES = 0.8  # the colour bar's strip
+# Two pairs and the bar at 100 dpi: 660 pixels, so two runs fit side by side on a 1400-pixel page.
+
+
+def _draw_box(ax, box: np.ndarray) -> None:
+    """The object's (x0, y0, x1, y1) box as a white outline."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    # imshow centres pixel x on x, so the box's pixels x0..x1-1 span x0 - 0.5 .. x1 - 0.5.
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
+
+
+def _draw_peak(ax, cam: np.ndarray, image_size: tuple[int, int]) -> None:
+    """The CAM's peak as a white '+', where the localisation score locates it (none for a flat CAM)."""
+    (peak_x, peak_y), = peak_locations(cam[None], image_size)
+    if np.isfinite(peak_x):
+        ax.plot(peak_x - 0.5, peak_y - 0.5, marker="+", markersize=10, markeredgewidth=2, color="white")
+
+
+def _draw_pair(subfig, image: np.ndarray, cam: np.ndarray, title: str, box: Optional[np.ndarray]) -> None:
+    """One example: the test image on the left, the CAM blended over it on the right, under one title."""
+    left, right = subfig.subplots(1, 2)
     # Nearest keeps the 32x32 pixels honest when upscaled to the panel size.
-    ax.imshow(overlay(image, cam), interpolation="nearest")
-    if box is not None:
-        x0, y0, x1, y1 = (int(v) for v in box)
-        # imshow centres pixel x on x, so the box's pixels x0..x1-1 span x0 - 0.5 .. x1 - 0.5.
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
-        (peak_x, peak_y), = peak_locations(cam[None], image.shape[:2])
-        if np.isfinite(peak_x):
-            ax.plot(peak_x - 0.5, peak_y - 0.5, marker="+", markersize=10, markeredgewidth=2, color="white")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
+    left.imshow(image, interpolation="nearest")
+    right.imshow(overlay(image, cam), interpolation="nearest")
+    if box is not None:  # only boxed datasets (shapes) are scored, so only there is the peak worth marking
+        _draw_box(left, box)
+        _draw_box(right, box)
+        _draw_peak(right, cam, image.shape[:2])
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    subfig.suptitle(title, fontsize=9)  # titles come from figures.prediction_titles, `$` escaped there
+
+
+def _colour_bar(fig: Figure, cax) -> None:
+    """The JET scale of the heat maps (show_cam_on_image uses OpenCV's JET, the same map as matplotlib's)."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), cax=cax, ticks=[0.0, 0.5, 1.0])
+    bar.ax.set_yticklabels(["0 none", "0.5", "1 peak"], fontsize=7)
+    bar.ax.set_title("CAM", fontsize=8)  # above the bar: the strip is too narrow for a side label
+
+
+def _marker_legend(fig: Figure) -> None:
+    """What the white outline and the '+' mean; drawn on grey so the white symbols show."""
+    handles = [
+        Rectangle((0, 0), 1, 1, fill=False, edgecolor="white", linewidth=1.5, label="object's box (shapes dataset)"),
+        Line2D([], [], linestyle="none", marker="+", markersize=10, markeredgewidth=2, color="white", label="CAM peak"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, facecolor="0.35",
+               labelcolor="white", framealpha=1.0)
+
+
+def cam_figure(
+    images_uint8: Sequence[np.ndarray],
+    cams: Sequence[np.ndarray],
+    titles: Sequence[str],
+    ncols: int = 2,
+    boxes: Optional[np.ndarray] = None,
+    method: str = "",
+    layer: str = "",
+) -> Figure:
+    """Image and CAM side by side per example, `ncols` examples per row, with a colour bar.
+
+    The title names the method and layer; with boxes, a legend explains the white outline
+    (the object's box) and the '+' (the CAM's peak, as measure_localisation finds it).
+    """
+    _check_lengths(images_uint8, cams, titles, boxes)
+    ncols = max(1, min(ncols, len(cams)))
+    nrows = -(-len(cams) // ncols)
+    width = 2 * _PANEL_INCHES * ncols + _BAR_INCHES
+    height = (_PANEL_INCHES + 0.45) * nrows + 0.45 + (0.35 if boxes is not None else 0.0)
+    # A bare Figure (no pyplot) renders with Agg and never touches the process-wide backend.
+    fig = Figure(figsize=(width, height), layout="constrained")
+    grid, bar = fig.subfigures(1, 2, width_ratios=[width - _BAR_INCHES, _BAR_INCHES])
+    pairs = np.atleast_1d(grid.subfigures(nrows, ncols, squeeze=False).ravel())
+    for i, (subfig, image, cam, title) in enumerate(zip(pairs, images_uint8, cams, titles)):
+        _draw_pair(subfig, image, cam, title, None if boxes is None else boxes[i])
+    _colour_bar(fig, bar.add_axes((0.1, 0.12, 0.18, 0.74)))
+    if boxes is not None:
+        _marker_legend(fig)
+    name = METHOD_NAMES.get(method, method)
+    fig.suptitle(f"{name} at {layer}, for the predicted class" if name and layer else "Class-activation maps", fontsize=10)
+    return fig
+
+
+def _save_png(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG, atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)  # explicit format: the temporary name ends in .tmp
+    return Path(path)
 
 
 def _check_lengths(images_uint8, cams, titles, boxes) -> None:
@@ -186,22 +269,13 @@ def plot_cam_grid(
     cams: Sequence[np.ndarray],
     titles: Sequence[str],
     path: str | Path,
-    ncols: int = 3,
+    ncols: int = 2,
     boxes: Optional[np.ndarray] = None,
+    method: str = "",
+    layer: str = "",
 ) -> None:
-    """Save a PNG grid of CAM overlays, one titled panel per image; boxes (x0, y0, x1, y1) are outlined."""
-    _check_lengths(images_uint8, cams, titles, boxes)
-    ncols = max(1, min(ncols, len(cams)))
-    nrows = -(-len(cams) // ncols)
-    # A bare Figure (no pyplot) renders with Agg and never touches the process-wide backend.
-    fig = Figure(figsize=(2.4 * ncols, 2.7 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for i, (ax, image, cam, title) in enumerate(zip(axes, images_uint8, cams, titles)):
-        _draw_overlay(ax, image, cam, title, None if boxes is None else boxes[i])
-    for ax in axes[len(cams) :]:
-        ax.axis("off")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)  # explicit format: the temporary name ends in .tmp
+    """Save cam_figure as a PNG: `ncols` (image, CAM) pairs per row; boxes (x0, y0, x1, y1) outlined."""
+    _save_png(cam_figure(images_uint8, cams, titles, ncols, boxes, method, layer), path)
 
 
 def overlay_filename(index: int, true_class: str) -> str:
@@ -217,20 +291,18 @@ def save_cam_images(
     cams: Sequence[np.ndarray],
     titles: Sequence[str],
     boxes: Optional[np.ndarray] = None,
+    method: str = "",
+    layer: str = "",
 ) -> list[Path]:
-    """One PNG per image (the grid's panels at a readable size) under `folder`; returns the paths."""
+    """One PNG per image (the grid's pairs, one per file) under `folder`; returns the paths."""
     _check_lengths(images_uint8, cams, titles, boxes)
     if len(set(names)) != len(names):
         raise ValueError(f"file names must be unique, got {list(names)}")
-    paths = []
-    for i, (name, image, cam, title) in enumerate(zip(names, images_uint8, cams, titles)):
-        fig = Figure(figsize=(3.2, 3.5), layout="constrained")
-        _draw_overlay(fig.subplots(), image, cam, title, None if boxes is None else boxes[i])
-        path = Path(folder) / name
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        paths.append(path)
-    return paths
+    return [
+        _save_png(cam_figure([image], [cam], [title], 1, None if boxes is None else boxes[i : i + 1], method, layer),
+                  Path(folder) / name)
+        for i, (name, image, cam, title) in enumerate(zip(names, images_uint8, cams, titles))
+    ]
 
 
 def peak_locations(cams: np.ndarray, image_size: tuple[int, int] = IMAGE_SHAPE[:2], atol: float = 1e-6) -> np.ndarray:

@@ -96,9 +96,11 @@ def download(url: str, dest_path: str | os.PathLike, timeout: float = 60, expect
             reason = f"HTTP {err.code} {err.reason}"
         else:
             reason = getattr(err, "reason", None) or err
+        # Offline users have three ways forward; name them all, so the message is the only help needed.
         raise UserError(
             f"could not download {url} ({reason}); download it elsewhere and set data.source "
-            f"to the archive's path{hint}"
+            f"to the archive's path{hint}, or use your own images (data.dataset: folder, data.source: "
+            f"a folder of images), or try the offline pipeline: python scripts/smoke.py"
         ) from None
 
 

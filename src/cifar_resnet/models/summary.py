@@ -89,8 +89,14 @@ def model_summary(model: nn.Module, image_size: int = 32) -> dict[str, Any]:
 
 
 def layer_table(model: nn.Module, image_size: int = 32, depth: Optional[int] = None) -> list[LayerRow]:
-    """One row per module down to `depth` levels of nesting (None: every leaf), in model order."""
+    """One row per module down to `depth` levels of nesting (None: every leaf), in the order they run.
+
+    Execution order, not registration order: the ImageNet stem registers `maxpool` before
+    `bn1` (so both stems share module names) but runs it after `relu`. No two rows nest, so
+    the order in which their forward hooks first fired is the order of the forward pass.
+    """
     shapes, macs = _trace(model, image_size)
+    ran = {name: i for i, name in enumerate(shapes)}  # dict order = first hook call
     rows = []
     for name, module in model.named_modules():
         if not name or name not in shapes:
@@ -107,7 +113,7 @@ def layer_table(model: nn.Module, image_size: int = 32, depth: Optional[int] = N
             params=sum(p.numel() for p in module.parameters()),
             macs=sum(v for k, v in macs.items() if k == name or k.startswith(prefix)),
         ))
-    return rows
+    return sorted(rows, key=lambda row: ran[row.name])
 
 
 def format_table(rows: list[LayerRow], summary: dict[str, Any]) -> str:
@@ -123,7 +129,8 @@ def format_table(rows: list[LayerRow], summary: dict[str, Any]) -> str:
     rule = "-" * len(fmt(header))
     totals = [
         f"parameters: {summary['params']:,} ({summary['trainable_params']:,} trainable)",
-        f"size: {summary['size_mb']:.2f} MB with buffers, {summary['params_mb']:.2f} MB parameters alone (float32, MiB)",
+        # size_mb and params_mb are in MiB (2**20 bytes), whatever their key names say.
+        f"size: {summary['size_mb']:.2f} MiB with buffers, {summary['params_mb']:.2f} MiB parameters alone (float32)",
         f"multiply-adds per {summary['image_size']}x{summary['image_size']} image: {summary['macs']:,} "
         f"({summary['macs'] / 1e9:.3f} G)",
     ]
