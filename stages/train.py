@@ -30,6 +30,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def log_to_live(live, result) -> None:
+    """One epoch's curves, then dvclive's next_step (summary written, DVC Studio / VS Code updated).
+
+    The summary (`dvc exp show`, `dvc metrics diff`) keeps results, not curve ends: the best
+    validation accuracy so far and its epoch, but not the learning rate, whose last value
+    is a near-zero schedule end in every run.
+    """
+    for name, value in result.measured().items():
+        live.log_metric(name, value)
+    live.summary.pop("lr", None)
+    best = live.summary.get("best", {})
+    if result.epoch > 0 and result.val_acc > best.get("val_acc", -1.0):  # NaN (no val split) never is
+        live.summary["best"] = {"val_acc": result.val_acc, "epoch": result.epoch}
+    live.next_step()
+
+
 def main() -> None:
     args, params = parse_args(), load_params()
     classes = load_classes(args.data / "classes.json")
@@ -68,9 +84,7 @@ def main() -> None:
         # Live starts empty and every epoch, restored ones first, is logged once, in order:
         # the curves never duplicate or miss an epoch, however the last run ended.
         def log_epoch(result) -> None:
-            for name, value in result.measured().items():
-                live.log_metric(name, value)
-            live.next_step()  # writes the summary; DVC Studio and VS Code update live
+            log_to_live(live, result)
             print(printer.line(result), flush=True)
 
         try:
