@@ -89,6 +89,17 @@ def test_archive_with_a_top_folder_matches_the_folder_and_is_deterministic(tmp_p
     assert len(load_imageset(tmp_path / "train0.npz", num_classes=2)) == 6
 
 
+def test_archive_without_folder_members(tmp_path):
+    written = make_dataset(tmp_path / "mine")
+    archive = tmp_path / "files-only.tar"
+    with tarfile.open(archive, "w") as tar:  # no entries for the folders, only for the files
+        for rel in sorted(written):
+            tar.add(tmp_path / "mine" / rel, arcname=f"top/{rel}", recursive=False)
+    train, test, classes = load_image_folder(archive, tmp_path / "work", workers=1)
+    assert classes == ["cat", "dog"] and len(train) == len(test) == 6
+    np.testing.assert_array_equal(test.images[-1], written["test/dog/002.png"])
+
+
 def test_parallel_decoding_equals_serial_and_reports_a_bad_file(tmp_path, monkeypatch):
     make_dataset(tmp_path / "data", per_class=6, suffix=".jpg")
     serial = read_image_folder(tmp_path / "data", workers=1)

@@ -180,6 +180,7 @@ def load_image_folder(source: str | os.PathLike | None, work_dir: str | os.PathL
                         f"point it at a folder or archive holding {LAYOUT}")
     extracted = Path(work_dir) / "extracted"
     # The same checked extraction as the CIFAR archives: no absolute paths, '..', links or devices.
+    # Members are written in place: the atomic_dir is discarded whole if anything fails.
     with atomic_dir(extracted) as tmp:
-        safe_extract(source, tmp)
+        safe_extract(source, tmp, atomic_members=False)
     return read_image_folder(extracted, str(source), workers)
