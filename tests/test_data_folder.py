@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import yaml
 from PIL import Image
 
 from cifar_resnet.config import validate_params
-from cifar_resnet.data import load_image_folder, load_imageset, read_image_folder, save_imageset
+from cifar_resnet.data import load_image_folder, load_imageset, read_image_folder, save_classes, save_imageset
 from cifar_resnet.data import folder as folder_module
 from cifar_resnet.errors import UserError
 from conftest import REPO
@@ -201,3 +204,15 @@ def test_download_stage_writes_the_folder_dataset(tmp_path, run_stage):
     assert "folder: 6 train and 6 test images, 2 classes" in result.stdout
     assert yaml.safe_load((tmp_path / "raw" / "classes.json").read_text()) == ["a", "b"]
     assert load_imageset(tmp_path / "raw" / "test.npz", num_classes=2).images.shape == (6, 32, 32, 3)
+
+
+def test_model_summary_takes_the_class_count_of_a_folder_dataset(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    command = [sys.executable, str(REPO / "scripts" / "model_summary.py"), "-S", "data.dataset=folder",
+               "-S", "data.source=mine", "-S", "model.arch=resnet18", "-S", "model.width=8"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    before = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert before.returncode == 1 and "pass --classes N" in before.stderr
+    save_classes(tmp_path / "data" / "raw" / "classes.json", ["a", "b", "c"])
+    after = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0 and "3 classes (folder)" in after.stdout, after.stderr
