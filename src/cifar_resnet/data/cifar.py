@@ -168,9 +168,10 @@ def _in_place(target: Path) -> nullcontext:
 def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike, atomic_members: bool = True) -> None:
     """Extract regular files and folders of a tar(.gz) into dest_dir, refusing anything unsafe.
 
-    atomic_members=False writes each member in place instead of through a temporary file
-    and a rename (3-4x faster for tens of thousands of small images); use it only when
-    dest_dir is a scratch folder that a failure discards whole, as `atomic_dir` does.
+    atomic_members=False writes each member in place instead of through a temporary file,
+    a chmod and a rename (about 0.2 ms less per member: seconds for tens of thousands of
+    small images); use it only when dest_dir is a scratch folder that a failure discards
+    whole, as `atomic_dir` does.
     """
     tar_path, dest_dir = Path(tar_path), Path(dest_dir)
     tar, members = _open_tar(tar_path)
