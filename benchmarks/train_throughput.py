@@ -3,18 +3,22 @@
     python benchmarks/train_throughput.py                      # ResNet18 width 16, CPU
     python benchmarks/train_throughput.py --augment default    # params.yaml's crop + flip only
     python benchmarks/train_throughput.py --arch resnet34 --width 64 --device cuda --workers 8
+    python benchmarks/train_throughput.py --batch 256 --precision bf16 --channels-last true
 
 Prints images/s of (1) the loader alone with seed 001's full augmentation (or the default
 crop + flip), (2) the bare forward/backward/step on pre-made batches, (3) the real
 `train_one_epoch` fed by the loader (augmentation, CutMix, progress bar, metrics), and
 the ratio (3)/(2). (2) and (3) are each the best of --repeats passes, interleaved, so a
-passing hiccup of the machine does not decide the ratio. It prints figures; it asserts
-nothing.
+passing hiccup of the machine does not decide the ratio. --precision and --channels-last
+apply to both (2) and (3): the same autocast dtype and memory format, so the ratio is
+the pipeline's overhead at that setting. It prints figures, with the load average; it
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -23,7 +27,8 @@ from cifar_resnet.config import validate_params
 from cifar_resnet.data.shapes import generate_shapes
 from cifar_resnet.models import build_model
 from cifar_resnet.training import (
-    DeviceFeeder, LoaderFeeder, build_optimizer, build_schedule, channel_stats, parameter_groups, train_one_epoch,
+    DeviceFeeder, LoaderFeeder, autocast_dtype, build_optimizer, build_schedule, channel_stats, parameter_groups,
+    train_one_epoch,
 )
 
 AUGMENTS = {
@@ -50,7 +55,11 @@ def main() -> None:
     parser.add_argument("--on-device", action="store_true", help="feed from the device (every augmentation as batched tensor ops)")
     parser.add_argument("--augment", choices=sorted(AUGMENTS), default="seed001")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of (2) and (3); the best of each counts")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype of (2) and (3)")
+    parser.add_argument("--channels-last", choices=["true", "false"], default="false",
+                        help="channels_last model and batches in (2) and (3)")
     args = parser.parse_args()
+    channels_last = args.channels_last == "true"
 
     device = torch.device(args.device)
     augment = dict(AUGMENTS[args.augment])
@@ -66,6 +75,9 @@ def main() -> None:
     steps = len(feeder)
     images = steps * args.batch
     model = build_model(args.arch, len(classes), width=args.width).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(args.precision, device)
     optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), "sgd", 0.01)
     schedule = build_schedule(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
@@ -73,25 +85,29 @@ def main() -> None:
 
     # Warm up: worker start-up, allocator, kernels.
     list(feeder.epoch(0))
-    train_one_epoch(model, feeder.epoch(0), steps, optimizer, schedule, scaler, cfg, device, 0, 0)
+    train_one_epoch(model, feeder.epoch(0), steps, optimizer, schedule, scaler, cfg, device, 0, 0, amp_dtype, channels_last)
     sync()
 
     loader_rate = images_per_second(lambda: [b for b in feeder.epoch(1)], images)
-    batches = [(x.to(device), y.to(device)) for x, y in feeder.epoch(2)]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    batches = [(x.to(device).contiguous(memory_format=memory_format), y.to(device)) for x, y in feeder.epoch(2)]
 
     def bare() -> None:
         model.train()
         for x, y in batches:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         sync()
 
     def full(epoch: int) -> None:
-        train_one_epoch(model, feeder.epoch(epoch), steps, optimizer, schedule, scaler, cfg, device, 0, epoch)
+        train_one_epoch(model, feeder.epoch(epoch), steps, optimizer, schedule, scaler, cfg, device, 0, epoch,
+                        amp_dtype, channels_last)
         sync()
 
+    load_before = os.getloadavg()
     bare_rates, full_rates = [], []
     for repeat in range(args.repeats):
         bare_rates.append(images_per_second(bare, images))
@@ -100,6 +116,8 @@ def main() -> None:
     print(f"{args.arch} width {args.width}, batch {args.batch}, {images} images, device {device}, "
           f"{'on-device feeding' if args.on_device else f'{args.workers} loader workers'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"precision {args.precision}, channels_last {channels_last}; load average "
+          f"{' '.join(f'{x:.2f}' for x in load_before)} before timing, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{f'loader alone ({args.augment} augmentation):':38}{loader_rate:9.1f} images/s")
     print(f"bare model step:                      {bare_rate:9.1f} images/s")
     print(f"full training step:                   {full_rate:9.1f} images/s")

@@ -40,7 +40,7 @@ def test_repository_params_spell_out_every_key():
         ({"train": {"epochs": "many"}}, "train.epochs = 'many'"),
         ({"train": {"max_lr": -0.1}}, "train.max_lr = -0.1: Input should be greater than 0"),
         ({"data": {"val_fraction": 1.5}}, "data.val_fraction = 1.5"),
-        ({"data": {"dataset": "imagenet"}}, "'cifar10', 'cifar100', 'shapes' or 'digits'"),
+        ({"data": {"dataset": "imagenet"}}, "'cifar10', 'cifar100', 'shapes', 'digits' or 'folder'"),
         ({"model": {"stem": "big"}}, "model.stem = 'big'"),
         ({"train": {"device": "tpu"}}, "train.device = 'tpu'"),
         ({"train": {"momentum": 0.0}}, "train: nesterov needs momentum > 0"),

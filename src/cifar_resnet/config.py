@@ -41,12 +41,20 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    dataset: Literal["cifar10", "cifar100", "shapes", "digits"] = "cifar10"
+    dataset: Literal["cifar10", "cifar100", "shapes", "digits", "folder"] = "cifar10"
     source: Optional[str] = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     max_train: Optional[int] = Field(None, ge=2)
     max_test: Optional[int] = Field(None, ge=1)
     synthetic: SyntheticParams = SyntheticParams()
+
+    @model_validator(mode="after")
+    def _folder_has_a_source(self) -> "DataParams":
+        # Caught here, before any stage works, rather than when the download stage reads it.
+        if self.dataset == "folder" and self.source is None:
+            raise ValueError("dataset folder needs data.source: a folder or .tar/.tar.gz/.tgz holding "
+                             "train/<class>/* and test/<class>/*")
+        return self
 
 
 class ModelParams(_Section):

@@ -11,6 +11,7 @@ import pickle
 import shutil
 import tarfile
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
@@ -173,8 +174,20 @@ def _check_layout(tar_path: Path, checked: list[tuple[tarfile.TarInfo, PurePosix
             raise _refuse(tar_path, m, "it is both a file and a folder in the archive")
 
 
-def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike) -> None:
-    """Extract regular files and folders of a tar(.gz) into dest_dir, refusing anything unsafe."""
+def _in_place(target: Path) -> nullcontext:
+    """Write straight to `target`: a context like atomic_path's, without the temporary file."""
+    target.parent.mkdir(parents=True, exist_ok=True)  # archives need not list a folder before its files
+    return nullcontext(target)
+
+
+def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike, atomic_members: bool = True) -> None:
+    """Extract regular files and folders of a tar(.gz) into dest_dir, refusing anything unsafe.
+
+    atomic_members=False writes each member in place instead of through a temporary file,
+    a chmod and a rename (about 0.2 ms less per member: seconds for tens of thousands of
+    small images); use it only when dest_dir is a scratch folder that a failure discards
+    whole, as `atomic_dir` does.
+    """
     tar_path, dest_dir = Path(tar_path), Path(dest_dir)
     tar, members = _open_tar(tar_path)
     with tar:
@@ -194,7 +207,8 @@ def safe_extract(tar_path: str | os.PathLike, dest_dir: str | os.PathLike) -> No
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             try:
-                with tar.extractfile(m) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+                writing = atomic_path(target) if atomic_members else _in_place(target)
+                with tar.extractfile(m) as src, writing as tmp, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
                 raise UserError(_unreadable(tar_path, err)) from None

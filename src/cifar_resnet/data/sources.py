@@ -9,10 +9,12 @@ from ..errors import UserError
 from .arrays import ImageSet
 from .cifar import CIFAR_ARCHIVES, load_cifar
 from .digits import load_digits32
+from .folder import load_image_folder
 from .shapes import SHAPES_SPEC, build_shapes_archive
 
-DATASETS = ("cifar10", "cifar100", "shapes", "digits")
+DATASETS = ("cifar10", "cifar100", "shapes", "digits", "folder")
 # Class counts known before any data is read (for model summaries; the stages use classes.json).
+# A folder dataset has as many as it has class folders, known only once it is read.
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "shapes": 10, "digits": 10}
 
 
@@ -24,7 +26,7 @@ def load_raw_dataset(
     synthetic_test: int = 1000,
     synthetic_seed: int = 0,
 ) -> tuple[ImageSet, ImageSet, list[str]]:
-    """Load `dataset` (using work_dir for downloads and extraction); `source` is used by CIFAR only."""
+    """Load `dataset` (using work_dir for downloads and extraction); `source` is used by CIFAR and folder."""
     if dataset in CIFAR_ARCHIVES:
         return load_cifar(CIFAR_ARCHIVES[dataset], source, work_dir)
     if dataset == "shapes":
@@ -34,4 +36,6 @@ def load_raw_dataset(
         return load_cifar(SHAPES_SPEC, archive, work_dir)
     if dataset == "digits":
         return load_digits32()
+    if dataset == "folder":
+        return load_image_folder(source, work_dir)
     raise UserError(f"unknown dataset {dataset!r}; data.dataset must be one of {', '.join(DATASETS)}")
