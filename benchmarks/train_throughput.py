@@ -25,11 +25,10 @@ import torch
 
 from cifar_resnet.config import validate_params
 from cifar_resnet.data.shapes import generate_shapes
+from cifar_resnet.inference import autocast
 from cifar_resnet.models import build_model
-from cifar_resnet.training import (
-    DeviceFeeder, LoaderFeeder, autocast_dtype, build_optimizer, build_schedule, channel_stats, parameter_groups,
-    train_one_epoch,
-)
+from cifar_resnet.training import Precision, train_one_epoch
+from cifar_resnet.training.run import assemble_run
 
 AUGMENTS = {
     "seed001": {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
@@ -64,28 +63,24 @@ def main() -> None:
     device = torch.device(args.device)
     augment = dict(AUGMENTS[args.augment])
     cfg = validate_params({"train": {"epochs": 1, "batch_size": args.batch, "augment": augment, "scheduler": "none",
-                                     "num_workers": args.workers, "data_on_device": args.on_device}}).train
+                                     "num_workers": args.workers, "data_on_device": args.on_device,
+                                     "precision": args.precision, "channels_last": channels_last}}).train
     train, _, classes = generate_shapes(args.images, 10, seed=0)
-    mean, std = channel_stats(train.images)
-    if args.on_device:
-        feeder = DeviceFeeder(train, cfg.augment, mean, std, args.batch, seed=0, device=device)
-    else:
-        feeder = LoaderFeeder(train, cfg.augment, mean, std, args.batch, seed=0, num_workers=args.workers,
-                              pin_memory=device.type == "cuda")
+    # The run the train stage would assemble: same feeder, optimiser and schedule.
+    run = assemble_run(build_model(args.arch, len(classes), width=args.width), train, train.subset([0]), cfg, 0, device,
+                       len(classes))
+    model, feeder, optimizer = run.model, run.feeder, run.optimizer
+    precision = Precision.for_run(cfg, device)
+    if precision.channels_last:
+        model = run.model = model.to(memory_format=torch.channels_last)
     steps = len(feeder)
     images = steps * args.batch
-    model = build_model(args.arch, len(classes), width=args.width).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(args.precision, device)
-    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), "sgd", 0.01)
-    schedule = build_schedule(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # Warm up: worker start-up, allocator, kernels.
     list(feeder.epoch(0))
-    train_one_epoch(model, feeder.epoch(0), steps, optimizer, schedule, scaler, cfg, device, 0, 0, amp_dtype, channels_last)
+    train_one_epoch(model, run, 0, scaler, precision)
     sync()
 
     loader_rate = images_per_second(lambda: [b for b in feeder.epoch(1)], images)
@@ -95,7 +90,7 @@ def main() -> None:
     def bare() -> None:
         model.train()
         for x, y in batches:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, precision.amp_dtype):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -103,8 +98,7 @@ def main() -> None:
         sync()
 
     def full(epoch: int) -> None:
-        train_one_epoch(model, feeder.epoch(epoch), steps, optimizer, schedule, scaler, cfg, device, 0, epoch,
-                        amp_dtype, channels_last)
+        train_one_epoch(model, run, epoch, scaler, precision)
         sync()
 
     load_before = os.getloadavg()

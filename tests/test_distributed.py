@@ -10,6 +10,8 @@ import yaml
 
 from conftest import REPO
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # torchrun launches real processes
+
 
 def prepare(folder, nproc):
     params = yaml.safe_load((REPO / "params.yaml").read_text())

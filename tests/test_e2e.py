@@ -10,7 +10,7 @@ import yaml
 
 from conftest import dvc, dvc_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]  # the smoke run is set up inside the first test
 
 
 def declared_outputs(workdir):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import dvc, dvc_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]  # the smoke run is set up inside the first test
 
 
 def start_queue_workers(workdir, jobs: int, log) -> None:

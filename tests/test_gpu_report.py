@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the whole quick report in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]  # the smoke run is set up inside the first test
 
 ARCHIVE = (REPO / ".." / "shared" / "data" / "cifar10-jpeg-train.tar.gz").resolve()
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -14,6 +14,8 @@ import yaml
 
 from conftest import REPO
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # real training processes, signalled
+
 EPOCHS = 4
 
 
