@@ -7,6 +7,7 @@ checkpoints wait in the --resume folder (not a DVC output), keyed by params, cod
 """
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -59,28 +60,38 @@ def main() -> None:
         print(f"launching {params.train.nproc} processes with torchrun", flush=True)  # this script, once per device
         sys.exit(run_under_torchrun(params.train.nproc, sys.argv))
 
+    from cifar_resnet.distributed import process_rank
+    from cifar_resnet.training.run import ResumeStore
+
+    # Rank 0 holds the store before writing anything: a second trainer is refused untouched.
+    store = ResumeStore(args.resume)
+    with store.exclusive() if process_rank() == 0 else contextlib.nullcontext():
+        train(args, params, classes, train_set, val_set, store)
+
+
+def train(args, params, classes, train_set, val_set, store) -> None:
+    """Start or resume the run, log every epoch to dvclive, write the outputs (rank 0)."""
     # Heavy imports after the cheap checks, so a user mistake fails fast.
     from dvclive import Live
 
     from cifar_resnet.distributed import shutdown
     from cifar_resnet.provenance import import_closure
     from cifar_resnet.training import EpochPrinter, fit
-    from cifar_resnet.training.run import ResumeStore, run_key, start_run
+    from cifar_resnet.training.run import run_key, start_run
 
     started = start_run(params, train_set, val_set, classes, args.baseline, args.summary)
-    run, store = started.run, ResumeStore(args.resume)
+    run = started.run
     data_files = [args.data / name for name in ("train.npz", "val.npz", "classes.json")]
     key = run_key(params, import_closure(__file__, _local_src.SRC), data_files, _local_src.SRC.parent)
     if not run.dist_info.is_main:  # rank 0 logs and writes; the other replicas only train
         fit(run, store.folder, resume=store.resumable(key)[0])
         return shutdown(run.dist_info)
-    with store.exclusive(), Live(str(args.live), dvcyaml=False, save_dvc_exp=False) as live:
-        resume, decision = store.resumable(key)
-        if resume is None:
-            store.clear()
-        print(f"{started.description}; {decision}", flush=True)
-        printer = EpochPrinter(params.train.epochs, first_trained=resume["epoch"] + 1 if resume else 1)
-
+    resume, decision = store.resumable(key)
+    if resume is None:
+        store.clear()
+    print(f"{started.description}; {decision}", flush=True)
+    printer = EpochPrinter(params.train.epochs, first_trained=resume["epoch"] + 1 if resume else 1)
+    with Live(str(args.live), dvcyaml=False, save_dvc_exp=False) as live:
         # Live starts empty and every epoch, restored ones first, is logged once, in order:
         # the curves never duplicate or miss an epoch, however the last run ended.
         def log_epoch(result) -> None:

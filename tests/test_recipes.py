@@ -48,7 +48,7 @@ def test_dry_run_prints_the_dvc_command_with_extra_overrides_last():
 
 def test_unknown_recipe_lists_the_known_ones():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), "seed999"], capture_output=True, text=True)
-    assert result.returncode != 0 and "known: seed000" in result.stderr
+    assert result.returncode != 0 and "known: cpu, seed000, seed001" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["../params", "../recipes/seed001", "/etc/passwd", "seed001.yaml"])

@@ -37,6 +37,11 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def process_rank() -> int:
+    """This process's global rank as torchrun set it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs); a no-op otherwise."""
     if not launched_by_torchrun():
