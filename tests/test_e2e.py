@@ -174,3 +174,11 @@ def test_the_same_code_data_and_params_give_the_same_bytes(smoke_template, smoke
         path: md5 for path, md5 in before.items() if path != "models/export"}
     dvc(smoke_copy, "repro", "--force", "--single-item", "export")
     assert cached_output_hashes(smoke_copy) == after
+
+
+def test_the_trained_model_is_a_registry_artifact(smoke_copy, tmp_path):
+    """dvc.yaml declares models/model.pt as artifact `cifar-resnet` of type model: `dvc artifacts get` fetches it."""
+    artifacts = yaml.safe_load((smoke_copy / "dvc.yaml").read_text())["artifacts"]
+    assert artifacts["cifar-resnet"]["type"] == "model" and artifacts["cifar-resnet"]["path"] == "models/model.pt"
+    dvc(tmp_path, "artifacts", "get", str(smoke_copy), "cifar-resnet", "-o", str(tmp_path / "fetched.pt"))
+    assert (tmp_path / "fetched.pt").read_bytes() == (smoke_copy / "models" / "model.pt").read_bytes()

@@ -209,3 +209,18 @@ def test_a_checkpoint_of_other_code_is_not_resumed_and_a_stage_runs_its_own_tree
     result = run_to_end(workdir, "copied", command)
     assert "was made with other code (src/cifar_resnet/training/augment.py): starting fresh" in result.stdout
     assert curves(workdir, "copied")[1]["step"] == EPOCHS
+
+
+def test_dvclive_gets_one_step_per_epoch_and_a_summary_of_results(workdir, uninterrupted):
+    """What `dvc exp show`, `dvc plots` and DVC Studio read: steps 0..N once each, the best epoch, no LR end value."""
+    tsvs, summary = uninterrupted
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+        rows = tsvs[f"plots/metrics/{name}.tsv"].splitlines()
+        steps = [row.split("\t")[0] for row in rows[1:]]
+        # Epoch 0 is the untrained model: measured on validation only, no training loss yet.
+        assert steps == [str(e) for e in range(0 if name.startswith("val") or name == "lr" else 1, EPOCHS + 1)], name
+    val_acc = {int(row.split("\t")[0]): float(row.split("\t")[1]) for row in tsvs["plots/metrics/val/acc.tsv"].splitlines()[1:]}
+    best_epoch = max(range(1, EPOCHS + 1), key=lambda e: (val_acc[e], -e))
+    assert summary["step"] == EPOCHS and "lr" not in summary
+    assert summary["best"] == {"val_acc": val_acc[best_epoch], "epoch": best_epoch}
+    assert summary["val"]["acc"] == val_acc[EPOCHS]

@@ -25,18 +25,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: checkpoint not found (run `dvc repro train`)") from None
     except Exception as err:  # torch raises several types for corrupt or unsafe files
         raise UserError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-
-
-def resumable_checkpoint(checkpoint_dir: str | Path, params_hash: str) -> tuple[dict[str, Any] | None, str]:
-    """The last checkpoint if it was made with these exact parameters, and a line saying what was decided."""
-    last = Path(checkpoint_dir) / "last.pt"
-    if not last.exists():
-        return None, "no checkpoint: starting fresh"
-    try:
-        state = load_checkpoint(last)
-    except UserError as err:
-        return None, f"ignoring unreadable {last} ({err}): starting fresh"
-    made_with = state.get("run_info", {}).get("params_hash")
-    if made_with != params_hash:
-        return None, f"{last} was made with other parameters (hash {made_with} != {params_hash}): starting fresh"
-    return state, f"resuming from {last} after epoch {state['epoch']}"
