@@ -176,9 +176,11 @@ def test_the_same_code_data_and_params_give_the_same_bytes(smoke_template, smoke
     assert cached_output_hashes(smoke_copy) == after
 
 
-def test_the_trained_model_is_a_registry_artifact(smoke_copy, tmp_path):
-    """dvc.yaml declares models/model.pt as artifact `cifar-resnet` of type model: `dvc artifacts get` fetches it."""
-    artifacts = yaml.safe_load((smoke_copy / "dvc.yaml").read_text())["artifacts"]
-    assert artifacts["cifar-resnet"]["type"] == "model" and artifacts["cifar-resnet"]["path"] == "models/model.pt"
-    dvc(tmp_path, "artifacts", "get", str(smoke_copy), "cifar-resnet", "-o", str(tmp_path / "fetched.pt"))
-    assert (tmp_path / "fetched.pt").read_bytes() == (smoke_copy / "models" / "model.pt").read_bytes()
+def test_the_trained_model_is_a_registry_artifact(smoke_repo):
+    """DVC itself reads dvc.yaml's `artifacts:` entry: models/model.pt, of type model, a train output."""
+    from dvc.repo import Repo
+
+    artifact = Repo(str(smoke_repo)).artifacts.read()["dvc.yaml"]["cifar-resnet"]
+    assert artifact.type == "model" and artifact.path == "models/model.pt"
+    train_outs = yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["train"]["outs"]
+    assert artifact.path in train_outs and (smoke_repo / artifact.path).stat().st_size > 0
