@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 class _Section(BaseModel):
@@ -301,4 +301,4 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     """The problem of a YAML error in one line (PyYAML's own message spans several)."""
     if isinstance(err, yaml.MarkedYAMLError) and err.problem:
         return err.problem
-    return str(err).splitlines()[0]
+    return first_line(err)

@@ -17,6 +17,21 @@ class UserError(Exception):
     """A mistake the user can fix (bad params, missing or corrupt data): one line, no traceback."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none.
+
+    UserErrors are one line; the errors they wrap (torch, JSON, YAML) often span many.
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: first line` of an exception, or just `Type` when it has no message."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 # OS errors that are the machine's state, not a bug: a full disk or quota, a read-only or
 # forbidden folder, a file where a folder should be. Other OSErrors keep their traceback.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, describe_error
 from .fileio import atomic_file, atomic_path
 from .safeload import UnsafeModelFile, load_program_module
 
@@ -108,8 +108,7 @@ def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") ->
         with _quiet_jit():
             return torch.jit.load(str(path), map_location=map_location)
     except Exception as err:  # torch raises several types for corrupt files
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise UserError(f"{path}: not a loadable TorchScript model ({type(err).__name__}: {message})") from None
+        raise UserError(f"{path}: not a loadable TorchScript model ({describe_error(err)})") from None
 
 
 def export_program(model: nn.Module, sample: torch.Tensor) -> torch.export.ExportedProgram:
