@@ -84,6 +84,19 @@ def test_weights_for_another_config_are_user_errors(tmp_path: Path) -> None:
         load_model(weights, other)
 
 
+def test_weights_lacking_or_mangling_a_tensor_name_it(tmp_path: Path) -> None:
+    _, weights, config = _saved(tmp_path)
+    state = torch.load(weights, weights_only=True)
+    counter = next(key for key in state if key.endswith("num_batches_tracked"))
+    torch.save({key: value for key, value in state.items() if key != counter}, tmp_path / "lacking.pt")
+    torch.save({**state, "fc.bias": [0.0]}, tmp_path / "mangled.pt")
+    # The final model loads strictly: unlike pretrained weights, it may not lack BatchNorm's counters.
+    with pytest.raises(UserError, match=rf"\(1 tensors of this model are missing there, e.g. '{counter}'\)$"):
+        load_model(tmp_path / "lacking.pt", config)
+    with pytest.raises(UserError, match=r"\('fc.bias' has shape None there, \(3,\) here\)$"):
+        load_model(tmp_path / "mangled.pt", config)
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [

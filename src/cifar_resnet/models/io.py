@@ -1,17 +1,21 @@
-"""The final-model files shared by later stages: a state_dict plus a JSON config to rebuild it."""
+"""The final-model files shared by later stages: a state_dict plus a JSON config to rebuild it.
+
+Also the helpers every `.pt` reader of the library shares (final model, checkpoints,
+pretrained weights): one safe torch.load and one state-dict comparison.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Collection, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from ..config import ModelParams
-from ..errors import UserError
+from ..errors import UserError, describe_error, first_line
 from ..fileio import atomic_file, write_json
 from .resnet import ResNet, build_model
 
@@ -59,23 +63,40 @@ def load_model(
     config = _read_config(Path(config_path))
     model = _build(config, Path(config_path))
     state = _read_state(Path(weights_path), device)
-    problem = _mismatch(model.state_dict(), state)
+    problem = state_mismatch(model.state_dict(), state)
     if problem:
         raise UserError(f"{weights_path}: does not match {config_path} ({problem})")
     model.load_state_dict(state)
     return model.to(device).eval(), config
 
 
-def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, Any]) -> Optional[str]:
-    """Describe the first key or shape mismatch in one line (torch's own message spans many)."""
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    if missing or unexpected:
-        return f"{len(missing)} missing and {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]!r}"
-    for key, tensor in expected.items():
-        shape = getattr(state[key], "shape", None)
-        if shape != tensor.shape:
-            return f"{key!r} has shape {tuple(shape) if shape is not None else None}, expected {tuple(tensor.shape)}"
+def state_mismatch(
+    own: dict[str, torch.Tensor], state: dict[str, Any], fresh: Collection[str] = (), counters_optional: bool = False
+) -> Optional[str]:
+    """The first key or shape of `state` that does not fit the model whose state dict is `own`, in one line.
+
+    torch's own message spans many lines. Keys under the top-level modules named in `fresh`
+    (about to be re-initialised) are not compared. With `counters_optional`, BatchNorm's
+    num_batches_tracked may be absent from `state`: old files lack them, and a caller that
+    merges `state` into `own` keeps their fresh value.
+    """
+    def kept(key: str) -> bool:
+        return key.split(".")[0] not in fresh
+
+    def may_lack(key: str) -> bool:
+        return counters_optional and key.endswith("num_batches_tracked")
+
+    missing = [key for key in own if kept(key) and key not in state and not may_lack(key)]
+    unexpected = [key for key in state if kept(key) and key not in own]
+    if missing:
+        return f"{len(missing)} tensors of this model are missing there, e.g. {missing[0]!r}"
+    if unexpected:
+        return f"{len(unexpected)} tensors there have no place here, e.g. {unexpected[0]!r}"
+    for key, tensor in own.items():
+        if kept(key) and key in state:
+            shape = getattr(state[key], "shape", None)  # a crafted file may hold non-tensors
+            if shape != tensor.shape:
+                return f"{key!r} has shape {tuple(shape) if shape is not None else None} there, {tuple(tensor.shape)} here"
     return None
 
 
@@ -86,7 +107,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"{path}: model config not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a valid model config ({_first_line(err)})") from None
+        raise UserError(f"{path}: not a valid model config ({first_line(err)})") from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: not a valid model config (expected a JSON object)")
     return config
@@ -120,23 +141,32 @@ def _build(config: dict[str, Any], path: Path) -> ResNet:
     try:
         return build_model(**_build_kwargs(config))
     except (TypeError, ValueError) as err:
-        raise UserError(f"{path}: not a valid model config ({_first_line(err)})") from None
+        raise UserError(f"{path}: not a valid model config ({first_line(err)})") from None
+
+
+def load_torch_file(
+    path: str | Path, map_location: str | torch.device, not_found: str, unloadable: str, advice: str = ""
+) -> Any:
+    """torch.load with weights_only=True: tensors and containers, never arbitrary code.
+
+    A missing file is the UserError "PATH: `not_found`"; any other failure is
+    "PATH: `unloadable` (Type: first line of torch's message)`advice`".
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {not_found}") from None
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise UserError(f"{path}: {unloadable} ({describe_error(err)}){advice}") from None
 
 
 def _read_state(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True: tensors and containers, never arbitrary code."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: model weights not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)") from None
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise UserError(f"{path}: not loadable model weights ({type(err).__name__}: {_first_line(err)})") from None
+    """The final model's state_dict, read safely."""
+    state = load_torch_file(
+        path, device,
+        not_found=f"model weights not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)",
+        unloadable="not loadable model weights",
+    )
     if not isinstance(state, dict):
         raise UserError(f"{path}: not loadable model weights (expected a state_dict, got {type(state).__name__})")
     return state
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception message (UserErrors are one line)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, describe_error
+from .io import load_torch_file, state_mismatch
 from .resnet import ARCHITECTURES, ResNet
 
 IMAGENET = "imagenet"
@@ -61,7 +62,7 @@ def read_imagenet_state(arch: str) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True, map_location="cpu")
     except Exception as err:  # urllib, socket, hash and unpickling errors all end here
-        reason = f"{type(err).__name__}: {_first_line(err)}"
+        reason = describe_error(err)
         if cached:
             raise UserError(
                 f"{target}: not loadable ImageNet weights ({reason}); delete it to download it again, "
@@ -83,13 +84,10 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"model.pretrained = {str(path)!r}: no such file (give {IMAGENET!r} for torchvision's weights, "
             "a state dict file, or null)"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise UserError(
-            f"{path}: not a loadable state dict ({type(err).__name__}: {_first_line(err)}); files load with "
-            "weights_only=True, so save model.state_dict(), not the model object"
-        ) from None
+    obj = load_torch_file(
+        path, "cpu", not_found="no such file", unloadable="not a loadable state dict",
+        advice="; files load with weights_only=True, so save model.state_dict(), not the model object",
+    )
     if isinstance(obj, dict):
         for key in CHECKPOINT_KEYS:
             if isinstance(obj.get(key), dict):
@@ -134,7 +132,7 @@ def transfer_state(model: ResNet, state: dict[str, torch.Tensor], origin: str, h
             f"the {k_theirs}x{k_theirs} kernel of the pretrained weights"
         )
 
-    problem = _mismatch(own, state, set(reinitialised))
+    problem = state_mismatch(own, state, fresh=reinitialised, counters_optional=True)
     if problem:
         raise UserError(f"{origin} does not fit this model ({problem}){hint}")
     merged = {}
@@ -145,24 +143,6 @@ def transfer_state(model: ResNet, state: dict[str, torch.Tensor], origin: str, h
     loaded = sum(1 for key in own if key.split(".")[0] not in reinitialised and key in state)
     notes.insert(0, f"pretrained: {loaded} of {len(own)} tensors loaded from {origin}")
     return PretrainedResult(notes, tuple(reinitialised))
-
-
-def _mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], fresh: set[str]) -> Optional[str]:
-    """The first key or shape that does not fit, outside the modules being re-initialised."""
-    def kept(key: str) -> bool:
-        return key.split(".")[0] not in fresh
-
-    # Old files lack BatchNorm's num_batches_tracked counters: they keep their fresh value.
-    missing = [k for k in own if kept(k) and k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if kept(k) and k not in own]
-    if missing:
-        return f"{len(missing)} tensors of this model are missing there, e.g. {missing[0]!r}"
-    if unexpected:
-        return f"{len(unexpected)} tensors there have no place here, e.g. {unexpected[0]!r}"
-    for key, tensor in own.items():
-        if kept(key) and key in state and state[key].shape != tensor.shape:
-            return f"{key!r} has shape {tuple(state[key].shape)} there, {tuple(tensor.shape)} here"
-    return None
 
 
 def _tensors_only(obj: Any, origin: Any) -> dict[str, torch.Tensor]:
@@ -180,7 +160,3 @@ def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             state = {key[len(prefix):]: value for key, value in state.items()}
     return state
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
 from ..fileio import atomic_file
+from ..models.io import load_torch_file
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -19,9 +19,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with weights_only=True: plain tensors and containers, never arbitrary code."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found (run `dvc repro train`)") from None
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise UserError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    return load_torch_file(
+        path, map_location, not_found="checkpoint not found (run `dvc repro train`)", unloadable="not a loadable checkpoint"
+    )
