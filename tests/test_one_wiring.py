@@ -8,3 +8,26 @@ def test_errors_are_described_in_one_line_even_without_a_message():
     assert first_line(ValueError("  first\nsecond")) == "first"
     assert describe_error(RuntimeError("\n")) == "RuntimeError"
     assert describe_error(KeyError("weight")) == "KeyError: 'weight'"
+
+
+def test_forward_zeros_runs_one_image_in_eval_mode_and_leaves_the_model_as_it_was():
+    import pytest
+    import torch
+
+    from cifar_resnet.models import build_model
+    from cifar_resnet.models.summary import forward_zeros
+
+    model = build_model("resnet18", 10, width=4).train()
+    seen = []
+    forward_zeros(model, [(model.layer4, lambda module, args, output: seen.append(
+        (tuple(output.shape), module.training, output.requires_grad)))], (32, 32))
+    assert seen == [((1, 32, 4, 4), False, False)]
+    assert model.training and not model.layer4._forward_hooks
+
+    def fail(module, args, output):
+        raise RuntimeError("hook failed")
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        forward_zeros(model, [(model.fc, fail)], (32, 32))
+    assert model.training and not model.fc._forward_hooks
+    assert torch.equal(model.bn1.running_mean, torch.zeros(4))  # eval mode: BatchNorm statistics untouched

@@ -23,6 +23,7 @@ from torch import nn
 from .data.arrays import IMAGE_SHAPE
 from .errors import UserError
 from .fileio import atomic_path
+from .models.summary import forward_zeros
 
 CAM_METHODS = {
     "gradcam": GradCAM,
@@ -62,16 +63,7 @@ def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int,
     """
     layer = resolve_layer(model, target_layer)
     shapes = []
-    hook = layer.register_forward_hook(lambda module, args, output: shapes.append(tuple(getattr(output, "shape", ()))))
-    was_training = model.training
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model.eval()  # one image through BatchNorm in training mode would fail
-            model(torch.zeros(1, 3, *image_size, device=device))
-    finally:
-        hook.remove()
-        model.train(was_training)
+    forward_zeros(model, [(layer, lambda module, args, output: shapes.append(tuple(getattr(output, "shape", ()))))], image_size)
     if not shapes:
         raise UserError(f"target layer {target_layer!r} is not used in the model's forward pass; pick one such as layer4")
     shape = shapes[-1]

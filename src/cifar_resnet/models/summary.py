@@ -8,7 +8,7 @@ the residual additions are not counted (the usual convention: FLOPs ~ 2 x MACs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -36,11 +36,32 @@ def _leaf_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
+def forward_zeros(
+    model: nn.Module, hooks: Iterable[tuple[nn.Module, Callable[..., None]]], image_size: tuple[int, int]
+) -> None:
+    """Run one all-zero image through `model` with forward `hooks` attached for that pass only.
+
+    In eval mode (one image through BatchNorm in training mode would fail) and without
+    gradients; the hooks are removed and the model's mode restored, whatever happens.
+    """
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def _trace(model: nn.Module, image_size: int) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """Run one image through `model` in eval mode: each module's output shape and each leaf's MACs."""
     shapes: dict[str, tuple[int, ...]] = {}
     macs: dict[str, int] = {}
-    handles = []
 
     def hook(name: str):
         def record(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -51,20 +72,7 @@ def _trace(model: nn.Module, image_size: int) -> tuple[dict[str, tuple[int, ...]
 
         return record
 
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    forward_zeros(model, [(module, hook(name)) for name, module in model.named_modules() if name], (image_size, image_size))
     return shapes, macs
 
 
