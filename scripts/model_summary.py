@@ -13,31 +13,13 @@ The train stage writes the same totals to metrics/model.json.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import yaml
 
-from cifar_resnet.config import validate_params
+from cifar_resnet.config import apply_overrides, validate_params
 from cifar_resnet.data import NUM_CLASSES, load_classes
 from cifar_resnet.errors import UserError, run_stage
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """params.yaml's mapping with `key.sub=value` overrides applied (new keys are left to validation)."""
-    merged = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"-S {item!r}: expected key=value, e.g. -S model.width=32")
-        *parents, leaf = key.split(".")
-        node = merged
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"-S {item!r}: {part} is not a section of params.yaml")
-        node[leaf] = yaml.safe_load(text)
-    return merged
 
 
 def class_count(dataset: str, given: int | None) -> int:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_resnet.config import validate_params
+from cifar_resnet.config import set_dotted, validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.training import build_image_transform, crop_flip_batch, cutmix, derive_seed, mix_batch, mixup
 from cifar_resnet.training.feeding import AugmentedImages
@@ -295,11 +295,7 @@ def test_device_feeder_takes_seed_001s_full_recipe_and_resumes_exactly():
     raw = {"train": {"data_on_device": True, "augment": {}}}
     for key, value in recipe.items():
         if key.startswith("train.augment."):
-            *path, leaf = key.split(".")[2:]
-            target = raw["train"]["augment"]
-            for part in path:
-                target = target.setdefault(part, {})
-            target[leaf] = value
+            set_dotted(raw, key, value)
     cfg = validate_params(raw).train  # no longer refused on the device path
     images = ImageSet(np.full((64, 32, 32, 3), 200, np.uint8), np.arange(64) % 10)
     mean, std = [0.5] * 3, [0.25] * 3

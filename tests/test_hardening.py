@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cifar_resnet.config import validate_params
+from cifar_resnet.config import set_dotted, validate_params
 from cifar_resnet.errors import UserError
 from cifar_resnet.training import load_checkpoint
 
@@ -28,10 +28,8 @@ LEAVES = dict(leaves(DEFAULTS))
 
 
 def nest(dotted: str, value) -> dict:
-    *parents, leaf = dotted.split(".")
-    tree = {leaf: value}
-    for part in reversed(parents):
-        tree = {part: tree}
+    tree = {}
+    set_dotted(tree, dotted, value)
     return tree
 
 

@@ -31,3 +31,28 @@ def test_forward_zeros_runs_one_image_in_eval_mode_and_leaves_the_model_as_it_wa
         forward_zeros(model, [(model.fc, fail)], (32, 32))
     assert model.training and not model.fc._forward_hooks
     assert torch.equal(model.bn1.running_mean, torch.zeros(4))  # eval mode: BatchNorm statistics untouched
+
+
+def test_overrides_take_yaml_values_into_a_copy():
+    from cifar_resnet.config import apply_overrides
+
+    raw = {"model": {"arch": "resnet34", "width": 64}, "seed": 1}
+    merged = apply_overrides(raw, ["model.blocks=[5, 5, 5, 5]", "model.pretrained=null", "train.augment.cutmix.p=0.5",
+                                   "seed=7", "model.arch=resnet18"])
+    assert merged == {"model": {"arch": "resnet18", "width": 64, "blocks": [5, 5, 5, 5], "pretrained": None},
+                      "seed": 7, "train": {"augment": {"cutmix": {"p": 0.5}}}}
+    assert raw == {"model": {"arch": "resnet34", "width": 64}, "seed": 1}
+
+
+def test_bad_overrides_are_one_line_user_errors():
+    import pytest
+
+    from cifar_resnet.config import apply_overrides
+    from cifar_resnet.errors import UserError
+
+    cases = [("model.width", "expected key=value"), ("=3", "expected key=value"),
+             ("seed.x=1", "seed is not a section of params.yaml"), ("model.blocks=[5, 5", "not a YAML value")]
+    for item, message in cases:
+        with pytest.raises(UserError) as caught:
+            apply_overrides({"seed": 1}, [item])
+        assert str(caught.value).startswith(f"-S {item!r}: {message}") and "\n" not in str(caught.value)

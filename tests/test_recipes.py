@@ -1,27 +1,27 @@
-import copy
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from cifar_resnet.config import validate_params
+from cifar_resnet.config import apply_overrides, validate_params
 from conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
-def apply(params: dict, dotted: dict) -> dict:
-    """params.yaml with `key.sub=value` overrides applied, as `dvc exp run -S` does."""
-    merged = copy.deepcopy(params)
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = merged
-        for part in parents:
-            node = node[part]
-        assert leaf in node, f"{key} is not a key of params.yaml"
-        node[leaf] = value
-    return merged
+def recipe_script():
+    spec = importlib.util.spec_from_file_location("recipe_script", REPO / "scripts" / "recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lookup(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
 
 
 def test_every_seed_has_a_recipe():
@@ -33,7 +33,13 @@ def test_every_seed_has_a_recipe():
 def test_recipe_is_valid_params(recipe):
     spec = yaml.safe_load(recipe.read_text())
     assert spec["description"] and spec["reported"]
-    params = apply(yaml.safe_load((REPO / "params.yaml").read_text()), spec["set"])
+    baseline = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in spec["set"]:
+        lookup(baseline, key)  # a KeyError: the recipe sets a key params.yaml lacks
+    # Applied as the -S texts the script hands to `dvc exp run`, which must parse back to the recipe's values.
+    items = [recipe_script().override(key, value) for key, value in spec["set"].items()]
+    params = apply_overrides(baseline, items)
+    assert {key: lookup(params, key) for key in spec["set"]} == spec["set"]
     validate_params(params)
 
 

@@ -6,6 +6,7 @@ values) as arguments and never reads params.yaml itself.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -279,6 +280,39 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def parse_yaml(text: str) -> Any:
     """Parse YAML safely, rejecting duplicate keys (yaml.YAMLError)."""
     return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set the dotted params `key` (e.g. train.augment.cutmix.p) in the nested mapping `raw`, in place.
+
+    Missing sections are created: an unknown key is left for validate_params to name.
+    """
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{part} is not a section of params.yaml")
+    node[leaf] = value
+
+
+def apply_overrides(raw: dict, items: list[str]) -> dict:
+    """A copy of the params mapping `raw` with `key.sub=value` overrides applied.
+
+    Values are YAML, as `dvc exp run -S` takes them: `model.blocks=[5, 5, 5, 5]`, `model.pretrained=null`.
+    """
+    merged = copy.deepcopy(raw)
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"-S {item!r}: expected key=value, e.g. -S model.width=32")
+        try:
+            set_dotted(merged, key, parse_yaml(text))
+        except yaml.YAMLError as err:
+            raise UserError(f"-S {item!r}: not a YAML value ({_yaml_problem(err)})") from None
+        except UserError as err:
+            raise UserError(f"-S {item!r}: {err}") from None
+    return merged
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
