@@ -29,6 +29,12 @@ MAX_SEED = 2**32 - 1
 MAX_SYNTHETIC = 1_000_000
 
 
+# The Literal name lists below (dataset, arch, stem, border_mode, optimizer, scheduler,
+# precision, CAM method, ...) are the library's registries, spelt out: importing those here
+# would make every stage, download included, depend on model and training code.
+# tests/test_registries.py holds each list equal to its registry.
+
+
 class SyntheticParams(_Section):
     """Size and seed of the offline `shapes` dataset (ignored by the other datasets).
 

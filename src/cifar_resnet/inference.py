@@ -36,6 +36,11 @@ def cpu_has_native_bf16() -> bool:
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
+# train.precision's fixed settings and their autocast dtype (None: full fp32); "auto", the
+# remaining setting, picks one of them per device. The params schema allows exactly these.
+AUTOCAST_DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype, or None for full fp32.
 
@@ -47,7 +52,9 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if precision not in AUTOCAST_DTYPES:
+        raise UserError(f"unknown precision {precision!r} (valid: auto, {', '.join(AUTOCAST_DTYPES)})")
+    return AUTOCAST_DTYPES[precision]
 
 
 def wants_channels_last(setting, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
 from ..config import TrainParams
+from ..errors import UserError
 
 
 class LRSchedule:
@@ -46,21 +48,47 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
+def _onecycle(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
+    # OneCycleLR sets each group's peak to max_lr; scale per group to keep LR ratios
+    # between parameter groups (e.g. a slower pretrained backbone).
+    peaks = [cfg.max_lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    return LRSchedule("onecycle", OneCycleLR(
+        optimizer, max_lr=peaks, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.pct_start,
+        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, anneal_strategy="cos",
+    ), per_batch=True)
+
+
+def _cosine(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
+    factor = warmup_cosine(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    return LRSchedule("cosine", LambdaLR(optimizer, factor), per_batch=True)
+
+
+def _step(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
+    return LRSchedule("step", StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), per_batch=False)
+
+
+def _plateau(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
+    scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=cfg.gamma, patience=cfg.plateau_patience)
+    return LRSchedule("plateau", scheduler, per_batch=False)
+
+
+def _constant(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
+    return LRSchedule("none", None, per_batch=False)
+
+
+# train.scheduler's names and what builds each; the params schema allows exactly these
+# (tests/test_registries.py checks the two agree).
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainParams, int], LRSchedule]] = {
+    "onecycle": _onecycle,
+    "step": _step,
+    "plateau": _plateau,
+    "cosine": _cosine,
+    "none": _constant,
+}
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoch: int) -> LRSchedule:
     """The schedule `cfg.scheduler` names, peaking at (or starting from) cfg.max_lr."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.scheduler == "onecycle":
-        # OneCycleLR sets each group's peak to max_lr; scale per group to keep LR ratios
-        # between parameter groups (e.g. a slower pretrained backbone).
-        peaks = [cfg.max_lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
-        return LRSchedule("onecycle", OneCycleLR(
-            optimizer, max_lr=peaks, total_steps=total, pct_start=cfg.pct_start,
-            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, anneal_strategy="cos",
-        ), per_batch=True)
-    if cfg.scheduler == "cosine":
-        return LRSchedule("cosine", LambdaLR(optimizer, warmup_cosine(cfg.warmup_epochs * steps_per_epoch, total)), per_batch=True)
-    if cfg.scheduler == "step":
-        return LRSchedule("step", StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), per_batch=False)
-    if cfg.scheduler == "plateau":
-        return LRSchedule("plateau", ReduceLROnPlateau(optimizer, mode="min", factor=cfg.gamma, patience=cfg.plateau_patience), per_batch=False)
-    return LRSchedule("none", None, per_batch=False)
+    if cfg.scheduler not in SCHEDULES:  # validated params cannot get here; a hand-built TrainParams can
+        raise UserError(f"unknown scheduler {cfg.scheduler!r} (valid: {', '.join(SCHEDULES)})")
+    return SCHEDULES[cfg.scheduler](optimizer, cfg, steps_per_epoch)
