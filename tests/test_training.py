@@ -195,6 +195,50 @@ def test_optimizers_by_name(name, cls):
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_foreach_kernels_on_cpu_are_bit_identical_to_the_per_parameter_loop(name):
+    """"auto" on the CPU means foreach, which must not change a single bit of a CPU run."""
+    def trained(kernels):
+        torch.manual_seed(0)
+        model = tiny_model()
+        optimizer = build_optimizer(parameter_groups(model, 5e-4, decay_norm_and_bias=False), name, 0.05,
+                                    kernels=kernels)
+        images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 2
+        for _ in range(5):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        return optimizer, [p.detach() for p in model.parameters()]
+
+    auto, auto_weights = trained("auto")
+    loop, loop_weights = trained("for-loop")
+    assert auto.defaults["foreach"] is True and loop.defaults["foreach"] is False
+    assert all(torch.equal(a, b) for a, b in zip(auto_weights, loop_weights))
+
+
+def test_optimizer_kernels_follow_the_device_and_can_be_chosen():
+    from cifar_resnet.training.optim import kernel_flags
+
+    assert kernel_flags("auto", torch.device("cuda")) == {"fused": True, "foreach": False}
+    assert kernel_flags("auto", torch.device("cpu")) == {"fused": False, "foreach": True}
+    assert kernel_flags("for-loop", torch.device("cuda")) == {"fused": False, "foreach": False}
+    with pytest.raises(ValueError, match="unknown optimizer kernels"):
+        kernel_flags("fast", torch.device("cpu"))
+
+
+def test_a_resumed_run_keeps_this_machines_optimizer_kernels(tmp_path):
+    """A checkpoint's saved kernel flags (a GPU run's fused ones, say) are not adopted on resume."""
+    run_fit(tmp_path / "a", train_cfg(epochs=1, scheduler="none"))
+    state = load_checkpoint(tmp_path / "a" / "ckpt" / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group.update(fused=True, foreach=False)
+    seed_everything(0)
+    run = assemble_run(tiny_model(), toy_images(64), toy_images(32, seed=1),
+                       train_cfg(epochs=2, scheduler="none"), 0, torch.device("cpu"), num_classes=2)
+    fit(run, tmp_path / "b", resume=state)
+    assert all(g["foreach"] is True and g["fused"] is False for g in run.optimizer.param_groups)
+
+
 def test_nesterov_sgd():
     optimizer = build_optimizer(parameter_groups(tiny_model(), 0.0), "sgd", lr=0.01, momentum=0.9, nesterov=True)
     assert optimizer.param_groups[0]["nesterov"] is True

@@ -224,7 +224,12 @@ def _checkpoint(run: TrainingRun, scaler, stopper, state: _RunState, run_info) -
 
 def _restore(run: TrainingRun, scaler, stopper, resume: dict[str, Any]) -> _RunState:
     run.model.load_state_dict(resume["model"])
+    # The update's kernels (fused, foreach) are this machine's choice, not the checkpoint's:
+    # load_state_dict would adopt the saved ones (a GPU run's fused kernels on a CPU resume).
+    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(resume["optimizer"])
+    for group, chosen in zip(run.optimizer.param_groups, kernels):
+        group.update(chosen)
     run.schedule.load_state_dict(resume["scheduler"])
     scaler.load_state_dict(resume["scaler"])
     stopper.load_state_dict(resume["early_stopping"])
