@@ -85,7 +85,9 @@ def main() -> None:
 
     loader_rate = images_per_second(lambda: [b for b in feeder.epoch(1)], images)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    batches = [(x.to(device).contiguous(memory_format=memory_format), y.to(device)) for x, y in feeder.epoch(2)]
+    # Feeder batches come mixed (CutMix/MixUp); the bare loop trains on the first targets only.
+    batches = [(b.images.to(device).contiguous(memory_format=memory_format), b.labels_a.to(device))
+               for b in feeder.epoch(2)]
 
     def bare() -> None:
         model.train()

@@ -305,8 +305,9 @@ def test_device_feeder_takes_seed_001s_full_recipe_and_resumes_exactly():
         list(fed.epoch(epoch))
     after_two = list(fed.epoch(3))
     fresh = list(make().epoch(3))  # a resumed run starts at epoch 3 with nothing before it
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(after_two, fresh))
-    assert not torch.equal(after_two[0][0], next(make().epoch(4))[0])
-    pixels = torch.cat([x for x, _ in after_two]) * 0.25 + 0.5  # back to the 0..1 scale
+    assert all(torch.equal(a.images, b.images) and torch.equal(a.labels_a, b.labels_a)
+               and torch.equal(a.labels_b, b.labels_b) and a.lam == b.lam for a, b in zip(after_two, fresh))
+    assert not torch.equal(after_two[0].images, next(make().epoch(4)).images)
+    pixels = torch.cat([batch.images for batch in after_two]) * 0.25 + 0.5  # back to the 0..1 scale
     assert torch.isclose(pixels, torch.tensor(0.5)).any()  # holes filled with the mean
     assert (pixels.abs() < 1e-6).any()  # black constant border from crop and affine, as albumentations pads

@@ -13,6 +13,7 @@ from cifar_resnet.training import (
     DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, Precision, TrainingRun, build_optimizer, build_schedule,
     channel_stats, check_divergence, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
 )
+from cifar_resnet.training.augment import MixedBatch
 from cifar_resnet.training.run import assemble_run
 
 
@@ -135,10 +136,10 @@ def one_batch_epoch(cfg, model=None):
 
 
 class OneBatch:
-    """A feeder of one fixed batch per epoch."""
+    """A feeder of one fixed, unmixed batch per epoch."""
 
     def __init__(self, images, labels):
-        self.batch = (images, labels)
+        self.batch = MixedBatch(images, labels, labels, 1.0)
 
     def __len__(self):
         return 1
@@ -192,6 +193,50 @@ def test_optimizers_by_name(name, cls):
     optimizer = build_optimizer(parameter_groups(tiny_model(), 1e-4), name, lr=0.01)
     assert isinstance(optimizer, cls)
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_foreach_kernels_on_cpu_are_bit_identical_to_the_per_parameter_loop(name):
+    """"auto" on the CPU means foreach, which must not change a single bit of a CPU run."""
+    def trained(kernels):
+        torch.manual_seed(0)
+        model = tiny_model()
+        optimizer = build_optimizer(parameter_groups(model, 5e-4, decay_norm_and_bias=False), name, 0.05,
+                                    kernels=kernels)
+        images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 2
+        for _ in range(5):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        return optimizer, [p.detach() for p in model.parameters()]
+
+    auto, auto_weights = trained("auto")
+    loop, loop_weights = trained("for-loop")
+    assert auto.defaults["foreach"] is True and loop.defaults["foreach"] is False
+    assert all(torch.equal(a, b) for a, b in zip(auto_weights, loop_weights))
+
+
+def test_optimizer_kernels_follow_the_device_and_can_be_chosen():
+    from cifar_resnet.training.optim import kernel_flags
+
+    assert kernel_flags("auto", torch.device("cuda")) == {"fused": True, "foreach": False}
+    assert kernel_flags("auto", torch.device("cpu")) == {"fused": False, "foreach": True}
+    assert kernel_flags("for-loop", torch.device("cuda")) == {"fused": False, "foreach": False}
+    with pytest.raises(ValueError, match="unknown optimizer kernels"):
+        kernel_flags("fast", torch.device("cpu"))
+
+
+def test_a_resumed_run_keeps_this_machines_optimizer_kernels(tmp_path):
+    """A checkpoint's saved kernel flags (a GPU run's fused ones, say) are not adopted on resume."""
+    run_fit(tmp_path / "a", train_cfg(epochs=1, scheduler="none"))
+    state = load_checkpoint(tmp_path / "a" / "ckpt" / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group.update(fused=True, foreach=False)
+    seed_everything(0)
+    run = assemble_run(tiny_model(), toy_images(64), toy_images(32, seed=1),
+                       train_cfg(epochs=2, scheduler="none"), 0, torch.device("cpu"), num_classes=2)
+    fit(run, tmp_path / "b", resume=state)
+    assert all(g["foreach"] is True and g["fused"] is False for g in run.optimizer.param_groups)
 
 
 def test_nesterov_sgd():
@@ -250,10 +295,10 @@ def test_loader_workers_do_not_change_the_batches():
     in_process = list(make(0).epoch(2))
     in_workers = list(make(2).epoch(2))
     assert len(in_process) == 2  # 70 images, batch 32: the partial batch of 6 is dropped
-    for (a_x, a_y), (b_x, b_y) in zip(in_process, in_workers):
-        assert torch.equal(a_x, b_x) and torch.equal(a_y, b_y)
+    for a, b in zip(in_process, in_workers):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels_a, b.labels_a) and a.lam == b.lam == 1.0
     other_epoch = next(iter(make(0).epoch(3)))
-    assert not torch.equal(other_epoch[0], in_process[0][0])
+    assert not torch.equal(other_epoch.images, in_process[0].images)
 
 
 def test_device_feeder_batches_are_normalised_augmented_and_repeatable():
@@ -262,9 +307,29 @@ def test_device_feeder_batches_are_normalised_augmented_and_repeatable():
     feeder = DeviceFeeder(images, cfg.augment, [0.5] * 3, [0.25] * 3, 32, seed=1, device=torch.device("cpu"))
     first, again = list(feeder.epoch(1)), list(feeder.epoch(1))
     assert len(first) == len(feeder) == 2
-    assert first[0][0].shape == (32, 3, 32, 32) and first[0][0].dtype == torch.float32
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
-    assert not torch.equal(first[0][0], next(feeder.epoch(2))[0])
+    assert first[0].images.shape == (32, 3, 32, 32) and first[0].images.dtype == torch.float32
+    assert all(torch.equal(a.images, b.images) for a, b in zip(first, again))
+    assert not torch.equal(first[0].images, next(feeder.epoch(2)).images)
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "device"])
+def test_feeders_mix_batches_by_seed_epoch_and_step(on_device):
+    """CutMix/MixUp happen where the batch is made: the loop gets (images, labels_a, labels_b, lam)."""
+    images = toy_images(64)
+    cfg = train_cfg(augment={"cutmix": {"p": 0.5}, "mixup": {"p": 0.5}})
+    if on_device:
+        make = lambda: DeviceFeeder(images, cfg.augment, [0.5] * 3, [0.25] * 3, 16, seed=3, device=torch.device("cpu"))
+    else:
+        make = lambda: LoaderFeeder(images, cfg.augment, [0.5] * 3, [0.25] * 3, 16, seed=3, num_workers=0)
+    first, again = list(make().epoch(1)), list(make().epoch(1))
+    assert all(isinstance(b, MixedBatch) and 0.0 <= b.lam < 1.0 for b in first)  # p sums to 1: every batch mixed
+    assert any(not torch.equal(b.labels_a, b.labels_b) for b in first)
+    for a, b in zip(first, again):  # a function of (seed, epoch, step): what exact resume relies on
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels_b, b.labels_b) and a.lam == b.lam
+    unmixed = train_cfg().augment
+    plain = (DeviceFeeder(images, unmixed, [0.5] * 3, [0.25] * 3, 16, seed=3, device=torch.device("cpu")) if on_device
+             else LoaderFeeder(images, unmixed, [0.5] * 3, [0.25] * 3, 16, seed=3))
+    assert all(b.lam == 1.0 and torch.equal(b.labels_a, b.labels_b) for b in plain.epoch(1))
 
 
 def test_precision_and_memory_format_choices():

@@ -11,8 +11,7 @@ and whichever loader worker handles an image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -214,9 +213,12 @@ def augment_batch(images: torch.Tensor, augment: AugmentParams, fill: Sequence[f
     return images
 
 
-@dataclass(frozen=True)
-class MixedBatch:
-    """A batch whose targets are `lam` parts labels_a and `1 - lam` parts labels_b."""
+class MixedBatch(NamedTuple):
+    """A batch whose targets are `lam` parts labels_a and `1 - lam` parts labels_b (lam 1.0: not mixed).
+
+    What the feeders yield. A NamedTuple, so a DataLoader pins its tensors for CUDA
+    (it pins the fields of named tuples) and hands it back with its type.
+    """
 
     images: torch.Tensor
     labels_a: torch.Tensor

@@ -1,8 +1,9 @@
 """Feeding training batches: a CPU DataLoader with albumentations, or the whole split on the device.
 
 Both feeders give the same interface: `len(feeder)` batches per epoch and
-`feeder.epoch(n)` yielding normalised (images, labels) batches whose order and
-augmentation depend only on (seed, epoch), so a resumed run sees the same batches.
+`feeder.epoch(n)` yielding normalised batches, already CutMix/MixUp-mixed, as
+`MixedBatch(images, labels_a, labels_b, lam)`. Their order, augmentation and mixing
+depend only on (seed, epoch, step), so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
-from .augment import augment_batch, build_image_transform, derive_seed
+from .augment import MixedBatch, augment_batch, build_image_transform, derive_seed, mix_batch
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -39,22 +40,38 @@ def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return order[rank:usable:world_size]
 
 
-class EpochSampler(Sampler):
-    """Yields (epoch, index) pairs, so each image's augmentation can be seeded by its epoch and index.
+def batch_count(images: int, batch_size: int) -> int:
+    """Batches per epoch: the partial last batch is dropped, unless it is the only one.
+
+    BatchNorm fails on a batch of one and a tiny last batch skews its statistics.
+    """
+    return images // batch_size if images > batch_size else min(images, 1)
+
+
+def mix(images: torch.Tensor, labels: torch.Tensor, augment: AugmentParams, seed: int, epoch: int, step: int,
+        rank: int) -> MixedBatch:
+    """CutMix/MixUp of one batch, drawn from (seed, epoch, step, rank) alone: the same on resume."""
+    return mix_batch(images, labels, augment.cutmix, augment.mixup, derive_seed(seed, epoch, step, 1, rank))
+
+
+class EpochBatches(Sampler):
+    """Yields one key per batch, (epoch, step, image indices), so each image's augmentation
+    can be seeded by its epoch and index, and each batch's mixing by its epoch and step.
 
     In data-parallel training each process gets its own shard of the same epoch order.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.seed, self.epoch = n, seed, 1
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 1
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.n // self.world_size
+        return batch_count(self.n // self.world_size, self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = shard(epoch_order(self.n, self.seed, self.epoch), self.rank, self.world_size)
-        return iter([(self.epoch, int(i)) for i in order])
+    def __iter__(self) -> Iterator[tuple[int, int, list[int]]]:
+        order = shard(epoch_order(self.n, self.seed, self.epoch), self.rank, self.world_size).tolist()
+        for step in range(len(self)):
+            yield self.epoch, step, order[step * self.batch_size : (step + 1) * self.batch_size]
 
 
 class AugmentedImages(Dataset):
@@ -84,27 +101,43 @@ class AugmentedImages(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.images.labels[index])
 
 
+class MixedBatches(Dataset):
+    """Whole batches of AugmentedImages, mixed: a loader worker makes a batch start to finish,
+    so the main process only moves finished batches to the device."""
+
+    def __init__(self, images: AugmentedImages, augment: AugmentParams, rank: int) -> None:
+        self.images, self.augment, self.rank = images, augment, rank
+
+    def __getitem__(self, key: tuple[int, int, list[int]]) -> MixedBatch:
+        epoch, step, indices = key
+        samples = [self.images[(epoch, index)] for index in indices]
+        images = torch.stack([image for image, _ in samples])
+        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        return mix(images, labels, self.augment, self.images.seed, epoch, step, self.rank)
+
+
 class LoaderFeeder:
-    """Batches from a DataLoader: albumentations in worker processes, pinned memory for CUDA."""
+    """Batches from a DataLoader: albumentations and mixing in worker processes, pinned memory for CUDA."""
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
                  num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> None:
-        self.sampler = EpochSampler(len(images), seed, rank, world_size)
+        self.sampler = EpochBatches(len(images), batch_size, seed, rank, world_size)
+        augmented = AugmentedImages(images, build_image_transform(augment, mean, std), seed)
         self.loader = DataLoader(
-            AugmentedImages(images, build_image_transform(augment, mean, std), seed),
-            batch_size=batch_size,
+            MixedBatches(augmented, augment, rank),
+            batch_size=None,  # the sampler's keys are whole batches
             sampler=self.sampler,
-            # BatchNorm fails on a batch of one and a tiny last batch skews its statistics.
-            drop_last=len(self.sampler) > batch_size,
             num_workers=num_workers,
+            # Workers (and their imports) start once per run, not once per epoch.
             persistent_workers=num_workers > 0,
+            # Pinned batches let the loop's non_blocking copies overlap the GPU's work.
             pin_memory=pin_memory,
         )
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[MixedBatch]:
         self.sampler.epoch = epoch
         return iter(self.loader)
 
@@ -132,11 +165,12 @@ class DeviceFeeder:
     def __len__(self) -> int:
         return self.batches
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[MixedBatch]:
         order = shard(epoch_order(len(self.labels), self.seed, epoch), self.rank, self.world_size)
         order = order.to(self.labels.device)
         for step in range(self.batches):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             seed = derive_seed(self.seed, epoch, step, self.rank)
             pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
-            yield (pixels - self.mean_t) / self.std_t, self.labels[index]
+            normalised = (pixels - self.mean_t) / self.std_t
+            yield mix(normalised, self.labels[index], self.augment, self.seed, epoch, step, self.rank)

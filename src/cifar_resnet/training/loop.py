@@ -16,7 +16,7 @@ from ..config import TrainParams
 from ..distributed import DistInfo, sum_across_ranks, sync_buffers
 from ..errors import UserError
 from ..inference import autocast, autocast_dtype, evaluate_logits, loss_and_accuracy, wants_channels_last
-from .augment import derive_seed, mix_batch
+from .augment import derive_seed
 from .checkpoint import save_checkpoint
 from .schedule import LRSchedule
 
@@ -61,7 +61,7 @@ class TrainingRun:
     """What fit() trains: assembled once by training.run.assemble_run, for the stage, tests and benchmarks."""
 
     model: torch.nn.Module  # on `device`
-    feeder: Any  # LoaderFeeder or DeviceFeeder: len() batches, .epoch(n) yields (images, labels)
+    feeder: Any  # LoaderFeeder or DeviceFeeder: len() batches, .epoch(n) yields augment.MixedBatch
     val_images: torch.Tensor
     val_labels: torch.Tensor
     optimizer: torch.optim.Optimizer
@@ -146,12 +146,13 @@ def train_one_epoch(
     `trainable` is run.model, possibly wrapped (DDP, torch.compile). Loss, hits and the
     finiteness check accumulate on the device and are read at the end of the epoch (and
     every PROGRESS_EVERY steps for a live progress bar), so a GPU is never stalled by a
-    per-step host sync. Under CutMix/MixUp the loss and accuracy count each target by its
-    mixing share. In data-parallel training they are summed over all processes' shards.
+    per-step host sync. The feeder's batches come mixed (CutMix/MixUp): the loss and
+    accuracy count each target by its mixing share. In data-parallel training they are
+    summed over all processes' shards.
     """
     from tqdm import tqdm
 
-    cfg, device, rank = run.cfg, run.device, run.dist_info.rank
+    cfg, device = run.cfg, run.device
     trainable.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, hits, images
     finite = torch.ones((), dtype=torch.bool, device=device)
@@ -159,17 +160,18 @@ def train_one_epoch(
     # disable=None: a live bar on a terminal, silence in logs and tests.
     bar = tqdm(run.feeder.epoch(epoch), total=len(run.feeder), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                disable=None if run.dist_info.is_main else True, unit="batch")
-    for step, (images, labels) in enumerate(bar):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+    for step, batch in enumerate(bar):
+        # The feeder has augmented and mixed the batch; from pinned memory these copies only queue.
+        images = batch.images.to(device, non_blocking=True)
+        labels_a = batch.labels_a.to(device, non_blocking=True)
+        labels_b = labels_a if batch.lam == 1.0 else batch.labels_b.to(device, non_blocking=True)
         if precision.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        batch = mix_batch(images, labels, cfg.augment.cutmix, cfg.augment.mixup, derive_seed(run.seed, epoch, step, 1, rank))
         with autocast(device, precision.amp_dtype):
-            logits = trainable(batch.images)
-            loss = batch.lam * F.cross_entropy(logits, batch.labels_a, label_smoothing=cfg.label_smoothing)
+            logits = trainable(images)
+            loss = batch.lam * F.cross_entropy(logits, labels_a, label_smoothing=cfg.label_smoothing)
             if batch.lam < 1.0:
-                loss = loss + (1 - batch.lam) * F.cross_entropy(logits, batch.labels_b, label_smoothing=cfg.label_smoothing)
+                loss = loss + (1 - batch.lam) * F.cross_entropy(logits, labels_b, label_smoothing=cfg.label_smoothing)
         if cfg.l1 > 0:
             loss = loss + cfg.l1 * l1_penalty(run.model)
         run.optimizer.zero_grad(set_to_none=True)
@@ -182,8 +184,8 @@ def train_one_epoch(
         lr = run.optimizer.param_groups[0]["lr"]
         run.schedule.after_batch()
         predicted = logits.detach().argmax(1)
-        hits = batch.lam * (predicted == batch.labels_a).sum() + (1 - batch.lam) * (predicted == batch.labels_b).sum()
-        totals += torch.stack([loss.detach().double() * len(labels), hits.double(), totals.new_tensor(len(labels))])
+        hits = batch.lam * (predicted == labels_a).sum() + (1 - batch.lam) * (predicted == labels_b).sum()
+        totals += torch.stack([loss.detach().double() * len(labels_a), hits.double(), totals.new_tensor(len(labels_a))])
         finite &= torch.isfinite(loss.detach())
         if (step + 1) % PROGRESS_EVERY == 0:
             if not finite.item():
@@ -222,7 +224,12 @@ def _checkpoint(run: TrainingRun, scaler, stopper, state: _RunState, run_info) -
 
 def _restore(run: TrainingRun, scaler, stopper, resume: dict[str, Any]) -> _RunState:
     run.model.load_state_dict(resume["model"])
+    # The update's kernels (fused, foreach) are this machine's choice, not the checkpoint's:
+    # load_state_dict would adopt the saved ones (a GPU run's fused kernels on a CPU resume).
+    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group} for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(resume["optimizer"])
+    for group, chosen in zip(run.optimizer.param_groups, kernels):
+        group.update(chosen)
     run.schedule.load_state_dict(resume["scheduler"])
     scaler.load_state_dict(resume["scaler"])
     stopper.load_state_dict(resume["early_stopping"])

@@ -30,16 +30,40 @@ def parameter_groups(
     ]
 
 
+# How the update runs: one fused kernel for all parameters, one multi-tensor (foreach) op per
+# step, or torch's per-parameter loop. "auto" picks fused on CUDA and foreach elsewhere.
+KERNELS = ("auto", "fused", "foreach", "for-loop")
+
+
+def kernel_flags(kernels: str, device: torch.device) -> dict[str, bool]:
+    """The `fused` / `foreach` arguments of torch's SGD, Adam and AdamW for `kernels` on `device`.
+
+    Fused kernels are the fastest on CUDA, but on the CPU they round differently from the
+    per-parameter loop; foreach rounds exactly as that loop does (tests/test_training.py
+    checks it), so "auto" keeps CPU results bit-identical to the loop's.
+    """
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown optimizer kernels {kernels!r}")
+    if kernels == "auto":
+        kernels = "fused" if device.type == "cuda" else "foreach"
+    return {"fused": kernels == "fused", "foreach": kernels == "foreach"}
+
+
 def build_optimizer(
-    groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True
+    groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True,
+    kernels: str = "auto", device: Optional[torch.device] = None,
 ) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW. A group's optional `lr_scale` multiplies `lr` for it
-    (schedules keep that ratio), e.g. a slower pretrained backbone."""
-    groups = [dict(g, lr=lr * g.get("lr_scale", 1.0)) for g in groups]
+    (schedules keep that ratio), e.g. a slower pretrained backbone. `kernels` (see KERNELS) picks
+    how the update runs on `device` (default: the first parameter's)."""
+    groups = [dict(g, params=list(g["params"]), lr=lr * g.get("lr_scale", 1.0)) for g in groups]
+    if device is None:
+        device = next((p.device for g in groups for p in g["params"]), torch.device("cpu"))
+    flags = kernel_flags(kernels, device)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **flags)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, **flags)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **flags)
     raise ValueError(f"unknown optimizer {name!r}")

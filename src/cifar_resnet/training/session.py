@@ -1,0 +1,108 @@
+"""The train stage's session: start or resume the run, log every epoch to dvclive, write the outputs.
+
+The stage script parses its arguments, loads validated params and the prepared data,
+and hands them here; everything between (the resume store's lock, the resume decision,
+dvclive, Ctrl-C or SIGTERM, publishing the checkpoints and the final model) lives in
+this one function, so the stage's behaviour can be read, and reused, in the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Params
+from ..data.arrays import ImageSet
+from ..distributed import process_rank, shutdown
+from ..errors import UserError
+from .loop import EpochResult, fit
+from .progress import EpochPrinter
+from .run import ResumeStore, StartedRun, run_key, start_run
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where the stage writes: the paths dvc.yaml declares, and the resume store (not a DVC output)."""
+
+    model: Path  # final weights: the best epoch's
+    config: Path  # the final model's architecture config (JSON)
+    baseline: Path  # weights before the first update
+    summary: Path  # model summary metrics (JSON)
+    checkpoints: Path  # the finished run's best.pt, last.pt, epoch_NNN.pt
+    live: Path  # dvclive folder
+    resume: Path  # an unfinished run's checkpoints
+
+
+@dataclass(frozen=True)
+class RunSources:
+    """What the run is made of besides its params, for the resume key: code files and data files."""
+
+    code: list[Path]  # the stage script's import closure
+    data: list[Path]
+    code_root: Path  # code digests are keyed by paths relative to it
+
+
+def log_to_live(live, result: EpochResult) -> None:
+    """One epoch's curves, then dvclive's next_step (summary written, DVC Studio / VS Code updated).
+
+    The summary (`dvc exp show`, `dvc metrics diff`) keeps results, not curve ends: the best
+    validation accuracy so far and its epoch, but not the learning rate, whose last value
+    is a near-zero schedule end in every run.
+    """
+    for name, value in result.measured().items():
+        live.log_metric(name, value)
+    live.summary.pop("lr", None)
+    best = live.summary.get("best", {})
+    if result.epoch > 0 and result.val_acc > best.get("val_acc", -1.0):  # NaN (no val split) never is
+        live.summary["best"] = {"val_acc": result.val_acc, "epoch": result.epoch}
+    live.next_step()
+
+
+def train_resumably(params: Params, classes: list[str], train_set: ImageSet, val_set: ImageSet,
+                    outputs: TrainOutputs, sources: RunSources) -> None:
+    """Train as `params` ask, resuming an interrupted run of the same key, and write every output.
+
+    Rank 0 holds the resume store before writing anything: a second trainer is refused untouched.
+    """
+    store = ResumeStore(outputs.resume)
+    with store.exclusive() if process_rank() == 0 else contextlib.nullcontext():
+        started = start_run(params, train_set, val_set, classes, outputs.baseline, outputs.summary)
+        key = run_key(params, sources.code, sources.data, sources.code_root)
+        if not started.run.dist_info.is_main:  # rank 0 logs and writes; the other replicas only train
+            fit(started.run, store.folder, resume=store.resumable(key)[0])
+            return shutdown(started.run.dist_info)
+        _train_and_publish(params, started, store, key, outputs)
+
+
+def _train_and_publish(params: Params, started: StartedRun, store: ResumeStore, key: dict[str, Any],
+                       outputs: TrainOutputs) -> None:
+    """The main process: fit with dvclive logging and a line per epoch, then publish the outputs."""
+    from dvclive import Live  # heavy: imported once the cheap checks have passed
+
+    resume, decision = store.resumable(key)
+    if resume is None:
+        store.clear()
+    print(f"{started.description}; {decision}", flush=True)
+    printer = EpochPrinter(params.train.epochs, first_trained=resume["epoch"] + 1 if resume else 1)
+    with Live(str(outputs.live), dvcyaml=False, save_dvc_exp=False) as live:
+        # Live starts empty and every epoch, restored ones first, is logged once, in order:
+        # the curves never duplicate or miss an epoch, however the last run ended.
+        def log_epoch(result: EpochResult) -> None:
+            log_to_live(live, result)
+            print(printer.line(result), flush=True)
+
+        try:
+            outcome = fit(started.run, store.folder, {"model_config": started.model_config, "key": key}, log_epoch, resume)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or the parent's death (errors.run_stage)
+            last = store.resumable(key)[0]
+            done = f"after epoch {last['epoch']}" if last else "before the first epoch"
+            raise UserError(f"interrupted {done}; run `dvc repro` again to resume") from None
+        shutdown(started.run.dist_info)
+        store.publish(outputs.checkpoints)
+        started.save_best(outputs.checkpoints / "best.pt", outputs.model, outputs.config)
+        live.log_artifact(str(outputs.model), type="model", name="cifar-resnet", cache=False,
+                          desc=f"{params.model.arch} trained on {params.data.dataset}",
+                          labels=[params.model.arch, params.data.dataset])
+    print(f"{outcome.stop_reason} after epoch {outcome.history[-1].epoch}; best epoch {outcome.best_epoch} -> {outputs.model}")
