@@ -4,8 +4,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (opt in with `pytest.mark.usefixtures("one_torch_thread")`).
+
+    On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -41,17 +41,10 @@ from cifar_resnet.export import (
 from cifar_resnet.models import build_model, save_model
 from conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 ATOL = 1e-4  # params.yaml's export.tolerance
 BATCHES = [1, 3]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(num_classes: int = 10) -> torch.nn.Module:

@@ -31,16 +31,9 @@ from cifar_resnet.gradcam import (
 )
 from cifar_resnet.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

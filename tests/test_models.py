@@ -10,16 +10,10 @@ from cifar_resnet.errors import UserError
 from cifar_resnet.models import build_model, count_parameters, list_models
 
 # TorchScript is deprecated since torch 2.11 but still what the export stage ships.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),  # torch on one thread: see conftest
+]
 
 
 @pytest.fixture(autouse=True)
