@@ -75,3 +75,18 @@ def smoke_copy(smoke_template, tmp_path) -> Path:
     copy = tmp_path / "repo"
     shutil.copytree(smoke_template, copy, symlinks=True)
     return copy
+
+
+def experiment_rows(node):
+    """Flatten `dvc exp show --json` into (params.yaml params, metrics) pairs, whatever the nesting."""
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and "params" in data:
+            params = data["params"].get("params.yaml", {}).get("data", {})
+            metrics = {path: value.get("data", {}) for path, value in (data.get("metrics") or {}).items()}
+            yield node.get("name") or node.get("rev"), params, metrics
+        for value in node.values():
+            yield from experiment_rows(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from experiment_rows(value)
