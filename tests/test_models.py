@@ -63,11 +63,13 @@ def test_unknown_arch_lists_valid_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"stem": "tiny"}, {"blocks": [2, 2, 2]}, {"blocks": [2, 0, 2, 2]}, {"dropout": 1.0}, {"width": 0}],
+    "kwargs, named",
+    [({"stem": "tiny"}, r"stem 'tiny'"), ({"blocks": [2, 2, 2]}, r"blocks .* got \[2, 2, 2\]"),
+     ({"blocks": [2, 0, 2, 2]}, r"blocks .* got \[2, 0, 2, 2\]"), ({"dropout": 1.0}, r"dropout .* got 1\.0"),
+     ({"width": 0}, r"width .* got 0")],
 )
-def test_bad_arguments_are_user_errors(kwargs: dict) -> None:
-    with pytest.raises(UserError):
+def test_bad_arguments_are_user_errors_naming_the_argument_and_value(kwargs: dict, named: str) -> None:
+    with pytest.raises(UserError, match=named):
         build_model("resnet18", 10, **kwargs)
 
 

@@ -63,10 +63,12 @@ def test_corrupt_files_are_user_errors(tmp_path: Path) -> None:
     bad_weights.write_bytes(b"not a torch file")
     bad_config = tmp_path / "bad.json"
     bad_config.write_text("{ nope")
-    for args in [(bad_weights, config), (weights, bad_config)]:
+    for args, bad, what in [((bad_weights, config), bad_weights, "not loadable model weights"),
+                            ((weights, bad_config), bad_config, "not a valid model config")]:
         with pytest.raises(UserError) as info:
             load_model(*args)
-        assert "\n" not in str(info.value)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: {what}") and "\n" not in message, message
 
 
 def test_weights_for_another_config_are_user_errors(tmp_path: Path) -> None:
