@@ -185,7 +185,7 @@ def test_check_parity_raises_on_large_or_nan_diff() -> None:
     check_parity("ok", 1e-6, atol=1e-5)
     with pytest.raises(RuntimeError, match="traced"):
         check_parity("traced", 0.3, atol=1e-5)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="scripted: max .* is nan"):
         check_parity("scripted", float("nan"), atol=1e-5)
 
 
