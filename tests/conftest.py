@@ -1,3 +1,4 @@
+import copy
 import os
 import subprocess
 import sys
@@ -5,8 +6,28 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def with_overrides(params: dict, overrides: dict) -> dict:
+    """A copy of `params` with `section.key` overrides set, as `dvc exp run -S` does (a value may be a whole mapping)."""
+    merged = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"{dotted} is not a key of params.yaml"  # a typo would silently test the default
+        node[leaf] = value
+    return merged
+
+
+def write_params(folder: Path, overrides: dict | None = None, base: Path = REPO / "params.yaml") -> None:
+    """folder/params.yaml: `base` (the repository's params unless named) with `section.key` overrides."""
+    params = with_overrides(yaml.safe_load(base.read_text()), overrides or {})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import copy
 import subprocess
 import sys
 
@@ -6,22 +5,9 @@ import pytest
 import yaml
 
 from cifar_resnet.config import validate_params
-from conftest import REPO
+from conftest import REPO, with_overrides
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-
-
-def apply(params: dict, dotted: dict) -> dict:
-    """params.yaml with `key.sub=value` overrides applied, as `dvc exp run -S` does."""
-    merged = copy.deepcopy(params)
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = merged
-        for part in parents:
-            node = node[part]
-        assert leaf in node, f"{key} is not a key of params.yaml"
-        node[leaf] = value
-    return merged
 
 
 def test_every_seed_has_a_recipe():
@@ -33,7 +19,7 @@ def test_every_seed_has_a_recipe():
 def test_recipe_is_valid_params(recipe):
     spec = yaml.safe_load(recipe.read_text())
     assert spec["description"] and spec["reported"]
-    params = apply(yaml.safe_load((REPO / "params.yaml").read_text()), spec["set"])
+    params = with_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), spec["set"])
     validate_params(params)
 
 
