@@ -292,6 +292,8 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
     _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=2, precision="bf16", channels_last=True), model=model)
     assert outcome.history[-1].val_acc == 1.0
     # What the convolution really ran in, for training steps and validation alike: autocast's bf16, NHWC input.
+    # (fp32 training gets NCHW batches, so the format is a real witness there; validation tensors are NHWC
+    # from the start, as make_eval_tensors permutes HWC arrays.)
     assert computed == {(True, torch.bfloat16, True), (False, torch.bfloat16, True)}
 
 
