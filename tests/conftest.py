@@ -1,11 +1,45 @@
+import copy
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def with_overrides(params: dict, overrides: dict) -> dict:
+    """A copy of `params` with `section.key` overrides set, as `dvc exp run -S` does (a value may be a whole mapping)."""
+    merged = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"{dotted} is not a key of params.yaml"  # a typo would silently test the default
+        node[leaf] = value
+    return merged
+
+
+def write_params(folder: Path, overrides: dict | None = None, base: Path = REPO / "params.yaml") -> None:
+    """folder/params.yaml: `base` (the repository's params unless named) with `section.key` overrides."""
+    params = with_overrides(yaml.safe_load(base.read_text()), overrides or {})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (opt in with `pytest.mark.usefixtures("one_torch_thread")`).
+
+    On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -62,3 +96,18 @@ def smoke_copy(smoke_template, tmp_path) -> Path:
     copy = tmp_path / "repo"
     shutil.copytree(smoke_template, copy, symlinks=True)
     return copy
+
+
+def experiment_rows(node):
+    """Flatten `dvc exp show --json` into (params.yaml params, metrics) pairs, whatever the nesting."""
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and "params" in data:
+            params = data["params"].get("params.yaml", {}).get("data", {})
+            metrics = {path: value.get("data", {}) for path, value in (data.get("metrics") or {}).items()}
+            yield node.get("name") or node.get("rev"), params, metrics
+        for value in node.values():
+            yield from experiment_rows(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from experiment_rows(value)

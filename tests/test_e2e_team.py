@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import dvc, dvc_env
+from conftest import dvc, dvc_env, experiment_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]  # the smoke run is set up inside the first test
 
@@ -49,24 +49,9 @@ def test_queued_sweep_runs_both_points_in_parallel_and_lists_them(smoke_copy, tm
     finally:
         stop_queue_workers(smoke_copy)
     assert status.count("Success") == 2 and "Failed" not in status, status
-    rows = json.loads(dvc(smoke_copy, "exp", "show", "--json").stdout)
-    found = {}
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and data.get("params"):
-                train = data["params"]["params.yaml"]["data"]["train"]
-                metrics = data.get("metrics") or {}
-                if "metrics/eval.json" in metrics:
-                    found[(train["max_lr"], train["epochs"])] = metrics["metrics/eval.json"]["data"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(rows)
+    rows = experiment_rows(json.loads(dvc(smoke_copy, "exp", "show", "--json").stdout))
+    found = {(params["train"]["max_lr"], params["train"]["epochs"]): metrics["metrics/eval.json"]
+             for _, params, metrics in rows if "metrics/eval.json" in metrics and "train" in params}
     assert (0.02, 1) in found and (0.08, 1) in found, sorted(found)
     # The workspace is untouched by queued runs: still the committed smoke baseline.
     assert "max_lr: 0.05" in (smoke_copy / "params.yaml").read_text()

@@ -60,7 +60,11 @@ def test_summary_matches_hand_computed_values():
     # Confusion [[1,0,0],[0,1,0],[0,1,1]]: precision 1, 1/2, 1; recall 1, 1, 1/2.
     assert summary["macro_precision"] == pytest.approx(2.5 / 3)
     assert summary["macro_recall"] == pytest.approx(2.5 / 3)
-    assert 0.0 <= summary["ece"] <= 1.0
+    # Confidences 0.84, 0.67, 0.57 (the wrong one), 0.99 fall in four different of the 15 bins,
+    # so the ECE is the mean gap between each confidence and 1 (right) or 0 (wrong).
+    confidences = [max(math.exp(v) for v in row) / sum(math.exp(v) for v in row) for row in LOGITS.tolist()]
+    expected_ece = sum(abs(right - confidence) for right, confidence in zip([1, 1, 0, 1], confidences)) / 4
+    assert summary["ece"] == pytest.approx(expected_ece, rel=1e-6)
     assert "top5_acc" not in summary  # only reported beyond 10 classes
 
 

@@ -8,7 +8,7 @@ from cifar_resnet.fileio import atomic_dir, atomic_file, atomic_path, read_json,
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="crash mid-write"):  # the caller's own error, not a cleanup one
         with atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("crash mid-write")
@@ -30,7 +30,7 @@ def test_atomic_dir_keeps_the_old_folder_when_the_block_fails(tmp_path):
     target = tmp_path / "outs"
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="crash"):  # the caller's own error, not a cleanup one
         with atomic_dir(target) as tmp:
             (tmp / "a.txt").write_text("second")
             raise RuntimeError("crash")

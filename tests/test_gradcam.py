@@ -31,16 +31,9 @@ from cifar_resnet.gradcam import (
 )
 from cifar_resnet.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
@@ -71,7 +64,7 @@ def test_compute_cams_with_targets_and_under_no_grad(model: torch.nn.Module) -> 
     with torch.no_grad():  # callers often are; gradients are re-enabled inside
         cams = compute_cams(model, inputs, target_layer="layer4.0.conv2", targets=[1, 3])
     assert cams.shape == (2, 32, 32) and not model.training
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 1 targets for 2 inputs"):
         compute_cams(model, inputs, targets=[1])
     with pytest.raises(UserError, match="gradcam"):
         compute_cams(model, inputs, method="lime")
@@ -183,9 +176,9 @@ def test_localisation_score_counts_hits() -> None:
     cams = np.concatenate([one_peak(5, 5), one_peak(5, 5), one_peak(30, 30), np.zeros((1, 32, 32), np.float32)])
     boxes = np.array([[0, 0, 10, 10]] * 4)
     assert localisation_score(cams, boxes) == 0.5  # two of four peaks inside; the flat CAM misses
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one cam"):
         localisation_score(cams[:0], boxes[:0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"boxes \(N, 4\), got \(4, 32, 32\) and \(3, 4\)"):
         peak_in_box(cams, boxes[:3])
 
 
@@ -239,9 +232,9 @@ def test_one_overlay_file_per_image_with_boxes(tmp_path: Path) -> None:
     # Two pairs per row: the grid and each file fit half a 1400-pixel `dvc plots diff` page.
     widths = [int.from_bytes(path.read_bytes()[16:20], "big") for path in [tmp_path / "grid.png", *paths]]
     assert max(widths) <= 680, widths
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="file names must be unique"):
         save_cam_images(tmp_path / "more", ["a.png", "a.png", "b.png"], images, cams, titles)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need as many images, cams, titles"):
         plot_cam_grid(images, cams, titles, tmp_path / "bad.png", boxes=boxes[:2])
 
 

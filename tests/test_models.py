@@ -10,16 +10,10 @@ from cifar_resnet.errors import UserError
 from cifar_resnet.models import build_model, count_parameters, list_models
 
 # TorchScript is deprecated since torch 2.11 but still what the export stage ships.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),  # torch on one thread: see conftest
+]
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +63,13 @@ def test_unknown_arch_lists_valid_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"stem": "tiny"}, {"blocks": [2, 2, 2]}, {"blocks": [2, 0, 2, 2]}, {"dropout": 1.0}, {"width": 0}],
+    "kwargs, named",
+    [({"stem": "tiny"}, r"stem 'tiny'"), ({"blocks": [2, 2, 2]}, r"blocks .* got \[2, 2, 2\]"),
+     ({"blocks": [2, 0, 2, 2]}, r"blocks .* got \[2, 0, 2, 2\]"), ({"dropout": 1.0}, r"dropout .* got 1\.0"),
+     ({"width": 0}, r"width .* got 0")],
 )
-def test_bad_arguments_are_user_errors(kwargs: dict) -> None:
-    with pytest.raises(UserError):
+def test_bad_arguments_are_user_errors_naming_the_argument_and_value(kwargs: dict, named: str) -> None:
+    with pytest.raises(UserError, match=named):
         build_model("resnet18", 10, **kwargs)
 
 

@@ -10,6 +10,8 @@ import torch
 from cifar_resnet.errors import UserError
 from cifar_resnet.models import build_model, load_model, save_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 CONFIG = {
     "arch": "resnet18",
     "num_classes": 3,
@@ -21,15 +23,6 @@ CONFIG = {
     "mean": [0.49, 0.48, 0.45],
     "std": [0.25, 0.24, 0.26],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _saved(tmp_path: Path) -> tuple[torch.nn.Module, Path, Path]:
@@ -70,10 +63,12 @@ def test_corrupt_files_are_user_errors(tmp_path: Path) -> None:
     bad_weights.write_bytes(b"not a torch file")
     bad_config = tmp_path / "bad.json"
     bad_config.write_text("{ nope")
-    for args in [(bad_weights, config), (weights, bad_config)]:
+    for args, bad, what in [((bad_weights, config), bad_weights, "not loadable model weights"),
+                            ((weights, bad_config), bad_config, "not a valid model config")]:
         with pytest.raises(UserError) as info:
             load_model(*args)
-        assert "\n" not in str(info.value)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: {what}") and "\n" not in message, message
 
 
 def test_weights_for_another_config_are_user_errors(tmp_path: Path) -> None:

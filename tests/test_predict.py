@@ -27,18 +27,11 @@ from cifar_resnet.models import build_model
 from cifar_resnet.inference import make_eval_tensors
 from conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 SCRIPT = REPO / "scripts" / "predict.py"
 CONFIG = {"classes": ["circle", "square", "star", "moon"], "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.24, 0.26]}
 LINE = re.compile(r"^(?P<path>.+): (?P<ranked>[^:]+)$")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a small, busy CPU box, OpenMP threads spin against each other (100x slowdowns seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

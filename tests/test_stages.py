@@ -1,22 +1,10 @@
 """Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output."""
 
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO
-
-
-def write_params(folder, **sections):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            params[section].update(values)
-        else:
-            params[section] = values
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+from conftest import write_params
 
 
 def assert_clean_failure(result, expected):
@@ -29,9 +17,7 @@ def assert_clean_failure(result, expected):
 
 @pytest.mark.parametrize("stage", ["download", "split", "train", "evaluate", "export", "gradcam"])
 def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, run_stage):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["max_lr"] = "fast"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, {"train.max_lr": "fast"})
     args = {
         "download": ["--out", "raw"],
         "split": ["--raw", "raw", "--out", "prepared"],
@@ -54,15 +40,15 @@ def test_split_without_downloaded_data_says_which_stage_to_run(tmp_path, run_sta
 
 
 def test_missing_data_source_is_a_clear_error(tmp_path, run_stage):
-    write_params(tmp_path, data={"source": str(tmp_path / "nowhere" / "cifar-10-python.tar.gz")})
+    write_params(tmp_path, {"data.source": str(tmp_path / "nowhere" / "cifar-10-python.tar.gz")})
     result = run_stage("download", "--out", "raw")
     assert_clean_failure(result, "nowhere")
     assert not (tmp_path / "raw").exists()
 
 
 def test_download_then_split_on_shapes(tmp_path, run_stage):
-    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 200, "test_size": 50, "seed": 3},
-                                 "max_test": 20, "val_fraction": 0.2})
+    write_params(tmp_path, {"data.dataset": "shapes", "data.synthetic": {"train_size": 200, "test_size": 50, "seed": 3},
+                            "data.max_test": 20, "data.val_fraction": 0.2})
     assert run_stage("download", "--out", "data/raw").returncode == 0
     assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["classes.json", "test.npz", "train.npz"]
     result = run_stage("split", "--raw", "data/raw", "--out", "data/prepared")
@@ -73,8 +59,8 @@ def test_download_then_split_on_shapes(tmp_path, run_stage):
 
 
 def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
-    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 100, "test_size": 20, "seed": 0}},
-                 train={"batch_size": 512})
+    write_params(tmp_path, {"data.dataset": "shapes", "data.synthetic": {"train_size": 100, "test_size": 20, "seed": 0},
+                            "train.batch_size": 512})
     assert run_stage("download", "--out", "raw").returncode == 0
     assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
     result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt",
@@ -101,7 +87,7 @@ def test_unreadable_params_yaml_is_one_line_when_a_stage_runs(content, expected,
 def test_an_unwritable_output_is_one_line_naming_it(out, tmp_path, run_stage):
     # Tests run as root, which ignores permission bits: /sys refuses new entries even to root,
     # and a file standing where a folder is needed fails for everyone.
-    write_params(tmp_path, data={"dataset": "shapes", "synthetic": {"train_size": 10, "test_size": 10, "seed": 0}})
+    write_params(tmp_path, {"data.dataset": "shapes", "data.synthetic": {"train_size": 10, "test_size": 10, "seed": 0}})
     (tmp_path / "blocker").write_text("a file, not a folder")
     result = run_stage("download", "--out", out)
     expected = "/sys/cifar-resnet-raw: " if out.startswith("/sys") else "cannot access blocker: File exists"

@@ -37,11 +37,12 @@ def tiny_model(num_classes=2):
                          nn.Flatten(), nn.Linear(4, num_classes))
 
 
-def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None):
+def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None, model=None):
     train = train if train is not None else toy_images(64)
     val = val if val is not None else toy_images(32, seed=1)
     seed_everything(seed)
-    run = assemble_run(tiny_model(), train, val, cfg, seed, torch.device("cpu"), num_classes=2)
+    model = model if model is not None else tiny_model()
+    run = assemble_run(model, train, val, cfg, seed, torch.device("cpu"), num_classes=2)
     seen = []
     outcome = fit(run, tmp_path / "ckpt", run_info={"key": "abc"}, on_epoch_end=seen.append, resume=resume)
     return run.model, outcome, seen
@@ -349,8 +350,16 @@ def test_auto_precision_is_bf16_exactly_on_cpus_that_run_it_natively():
 
 
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
-    _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=2, precision="bf16", channels_last=True))
+    model = tiny_model()
+    computed = set()  # (training?, the convolution's output dtype, its input in channels_last?)
+    model[0].register_forward_hook(lambda conv, inputs, output: computed.add(
+        (conv.training, output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))))
+    _, outcome, _ = run_fit(tmp_path, train_cfg(epochs=2, precision="bf16", channels_last=True), model=model)
     assert outcome.history[-1].val_acc == 1.0
+    # What the convolution really ran in, for training steps and validation alike: autocast's bf16, NHWC input.
+    # (fp32 training gets NCHW batches, so the format is a real witness there; validation tensors are NHWC
+    # from the start, as make_eval_tensors permutes HWC arrays.)
+    assert computed == {(True, torch.bfloat16, True), (False, torch.bfloat16, True)}
 
 
 def test_evaluate_logits_batches():

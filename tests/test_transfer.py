@@ -20,15 +20,10 @@ from cifar_resnet.training import build_optimizer, parameter_groups
 from cifar_resnet.models import backbone_lr_scale
 from conftest import REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch\\.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),  # torch on one thread: see conftest
+]
 
 
 @pytest.fixture(scope="module")
