@@ -112,6 +112,14 @@ def test_curves_are_labelled_train_and_val_not_by_file(page, name):
     assert spec["encoding"]["x"]["title"] == "epoch"
 
 
+def test_every_curve_legend_names_the_run(page):
+    """Loss, accuracy and learning rate colour their curves by run, and all say so alike."""
+    for name in ("Loss", "Accuracy", "Learning rate"):
+        spec = vega(page, name)
+        assert spec["encoding"]["color"] == {"field": "rev", "type": "nominal", "title": "run"}, name
+        assert "params" not in spec, name  # no smoothing slider under the chart
+
+
 def test_each_picture_appears_once(page):
     images = [name for name, plots in page.items() if plots[0]["type"] == "image"]
     assert images == [name for name, props in plot_definitions().items() if props is None]
