@@ -5,16 +5,22 @@ repository's dvc.yaml and .dvc/ (config and the custom templates in .dvc/plots) 
 files the stages would write, then checks the filled Vega-Lite specs DVC hands the page.
 """
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
+import tarfile
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 from matplotlib.figure import Figure
+from PIL import Image
 
 from cifar_resnet.evaluation import confusion_matrix, confusion_records, per_class_table
 
@@ -45,20 +51,26 @@ def write_stage_outputs(root) -> None:
     for name, props in plot_definitions().items():
         if props is None:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
-            Figure(figsize=(1, 1)).savefig(root / name, format="png")
+            Figure(figsize=(20, 1)).savefig(root / name, format="png", dpi=100)  # wider than the page
     (root / "plots" / "gradcam" / "images").mkdir(parents=True, exist_ok=True)
     Figure(figsize=(1, 1)).savefig(root / "plots" / "gradcam" / "images" / "00_zebra.png", format="png")
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> dict:
-    """`dvc plots show --json`'s plots, by name."""
+def plots_repo(tmp_path_factory) -> Path:
+    """A git repository with this repository's dvc.yaml, .dvc/ and the stages' outputs in miniature."""
     root = tmp_path_factory.mktemp("plots")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     write_stage_outputs(root)
-    return json.loads(dvc(root, "plots", "show", "--json", timeout=300).stdout)["data"]
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(plots_repo) -> dict:
+    """`dvc plots show --json`'s plots, by name."""
+    return json.loads(dvc(plots_repo, "plots", "show", "--json", timeout=300).stdout)["data"]
 
 
 def vega(page: dict, name: str) -> dict:
@@ -100,7 +112,72 @@ def test_curves_are_labelled_train_and_val_not_by_file(page, name):
     assert spec["encoding"]["x"]["title"] == "epoch"
 
 
+def test_every_curve_legend_names_the_run(page):
+    """Loss, accuracy and learning rate colour their curves by run, and all say so alike."""
+    for name in ("Loss", "Accuracy", "Learning rate"):
+        spec = vega(page, name)
+        assert spec["encoding"]["color"] == {"field": "rev", "type": "nominal", "title": "run"}, name
+        assert "params" not in spec, name  # no smoothing slider under the chart
+
+
 def test_each_picture_appears_once(page):
     images = [name for name, plots in page.items() if plots[0]["type"] == "image"]
     assert images == [name for name, props in plot_definitions().items() if props is None]
     assert not any(name.startswith("plots/gradcam/images") for name in images)  # the grid shows them already
+
+
+# The offline page (scripts/plots_page.py): DVC's page loads Vega from a CDN; the script's
+# template inlines local copies. Rendering it needs a browser and the real libraries, which
+# CI lacks: set CIFAR_RESNET_VEGA_JS to a folder holding them (README, "Plots offline").
+def plots_page():
+    spec = importlib.util.spec_from_file_location("plots_page", REPO / "scripts" / "plots_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_offline_template_inlines_the_libraries_from_npm_archives(plots_repo, tmp_path):
+    """No browser needed: the page dvc writes with the template carries the libraries, no CDN link."""
+    module = plots_page()
+    js = tmp_path / "js"
+    js.mkdir()
+    for name in module.LIBRARIES:  # what `npm pack` writes, with stand-in sources
+        source = tmp_path / f"{name}.min.js"
+        source.write_text(f"window['{name}-stand-in'] = '</script>';")
+        with tarfile.open(js / f"{name}-9.9.9.tgz", "w:gz") as tar:
+            tar.add(source, arcname=f"package/build/{name}.min.js")
+    template = tmp_path / "template.html"
+    template.write_text(module.build_template(js))
+    html = module.render(plots_repo, template, tmp_path / "page", None).read_text()
+    assert "cdn.jsdelivr.net" not in html and "{plot_divs}" not in html
+    positions = [html.index(f"window['{name}-stand-in'] = '<\\/script>';") for name in module.LIBRARIES]
+    assert positions == sorted(positions)  # vega, then vega-lite, then vega-embed
+    assert html.count("vegaEmbed(") == sum(props is not None for props in plot_definitions().values())
+
+
+def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):
+    """The real page in a real browser: every chart drawn without error, every picture loaded
+    and no wider than the window, and the screenshot is not blank."""
+    module = plots_page()
+    if module.chromium() is None:
+        pytest.skip("no chromium on PATH: the rendered page is checked by hand (README, 'Plots offline')")
+    js = Path(os.environ.get("CIFAR_RESNET_VEGA_JS", "/nonexistent"))
+    try:
+        template = module.build_template(js, probe=True)
+    except FileNotFoundError as missing:
+        pytest.skip(f"set CIFAR_RESNET_VEGA_JS to a folder with vega, vega-lite, vega-embed ({missing})")
+    (tmp_path / "template.html").write_text(template)
+    page = module.render(plots_repo, tmp_path / "template.html", tmp_path / "page", None)
+
+    measured = module.measure(page)
+    charts = sum(props is not None for props in plot_definitions().values())
+    pictures = sum(props is None for props in plot_definitions().values())
+    assert measured["chart_errors"] == [] and measured["charts"] == charts, measured
+    assert measured["images"] == measured["images_loaded"] == pictures, measured
+    assert measured["window_width"] == module.WIDTH
+    assert max(measured["scroll_width"], measured["widest_chart"], measured["widest_image"]) <= module.WIDTH, measured
+
+    png = module.screenshot(page, tmp_path / "page.png", height=2000)
+    pixels = np.asarray(Image.open(png).convert("L"))
+    assert pixels.shape == (2000, module.WIDTH)
+    assert (pixels < 128).mean() > 0.005  # axes, labels, marks: not a blank white page
