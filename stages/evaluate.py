@@ -6,7 +6,7 @@ where SUMMARY is {"acc", "loss", "ece", "macro_precision", "macro_recall", "imag
 10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins.
 
 Writes under --plots:
-  confusion.json            one {actual, predicted} record per test image (DVC's confusion template)
+  confusion.json            one {actual, predicted, images} record per confusion-matrix cell
   confusion_normalised.png  the confusion matrix with each true-class row summing to 1
   per_class.csv             class, precision, recall, accuracy (= recall), support
   reliability.csv           bin, lower, upper, confidence, accuracy, count (non-empty bins only)

@@ -120,8 +120,13 @@ def test_per_class_table_gives_precision_recall_and_support():
 
 def test_confusion_records_name_classes():
     records = confusion_records(LOGITS.argmax(1), LABELS, ["a", "b", "c"])
-    assert records[2] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1}
-    assert len(records) == 4
+    # Every cell, zero cells included (row-major: true class, then predicted class).
+    assert len(records) == 9 and sum(r["images"] for r in records) == len(LABELS)
+    counts = confusion_matrix(LOGITS.argmax(1), LABELS, 3)
+    for r in records:
+        assert r["images"] == counts[r["actual_index"], r["predicted_index"]]
+        assert (r["actual"], r["predicted"]) == ("abc"[r["actual_index"]], "abc"[r["predicted_index"]])
+    assert records[7] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1, "images": 1}
 
 
 def test_reliability_bins_match_hand_computed_table():
@@ -208,7 +213,7 @@ def test_write_evaluation_plots_writes_every_file(tmp_path):
         bins = list(csv.DictReader(f))
     assert list(bins[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
     assert sum(int(row["count"]) for row in bins) == 30 and all(int(row["count"]) > 0 for row in bins)
-    assert len(json.loads((tmp_path / "confusion.json").read_text())) == 30
+    assert sum(r["images"] for r in json.loads((tmp_path / "confusion.json").read_text())) == 30
 
 
 @pytest.mark.parametrize("wrong_images", [0, 5])

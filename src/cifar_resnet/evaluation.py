@@ -149,13 +149,16 @@ def per_class_table(confusion: torch.Tensor, classes: Sequence[str]) -> list[dic
 
 
 def confusion_records(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[dict]:
-    """One {actual, predicted, actual_index, predicted_index} record per image, for DVC's confusion plot.
+    """One {actual, predicted, actual_index, predicted_index, images} record per cell of the
+    confusion matrix, zero cells included, for the confusion plot (.dvc/plots/confusion_ordered.json).
 
-    The indices let the plot order its axes as the dataset orders its classes: DVC's own
-    confusion template sorts class names alphabetically; .dvc/plots/confusion_ordered.json
-    sorts by these fields instead.
+    Every (true, predicted) pair is listed, so the plot stays square even when the model never
+    predicts some class (with one record per image, that class would have no column). The
+    indices let the plot order both axes as the dataset orders its classes.
     """
+    counts = confusion_matrix(predictions, labels, len(classes)).tolist()
     return [
-        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p}
-        for t, p in zip(labels.tolist(), predictions.tolist())
+        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p, "images": counts[t][p]}
+        for t in range(len(classes))
+        for p in range(len(classes))
     ]
