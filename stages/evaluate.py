@@ -40,10 +40,10 @@ def main() -> None:
     params = load_params()
     cfg = params.evaluate
 
-    from cifar_resnet.evaluation import classification_summary, flip_tta_logits
+    from cifar_resnet.evaluation import score_predictors, summary_line
     from cifar_resnet.figures import write_evaluation_plots
-    from cifar_resnet.models import load_model
     from cifar_resnet.inference import evaluate_logits, make_eval_tensors, select_device
+    from cifar_resnet.models import load_model
 
     # Everything that can fail on bad input (models, data) happens before anything is written.
     device = select_device(params.train.device)
@@ -54,30 +54,15 @@ def main() -> None:
     test_x, test_y = make_eval_tensors(test, config["mean"], config["std"])
 
     def predictor(net):
-        """images -> logits, batched on the device (flip_tta_logits calls it on the mirrored images)."""
-        return lambda images: evaluate_logits(net, images, cfg.batch_size, device)
+        """images -> logits, batched on the device."""
+        return None if net is None else (lambda images: evaluate_logits(net, images, cfg.batch_size, device))
 
-    logits = predictor(model)(test_x)
-    metrics = {"test": classification_summary(logits, test_y, cfg.calibration_bins)}
-    if baseline is not None:
-        metrics["baseline"] = classification_summary(predictor(baseline)(test_x), test_y, cfg.calibration_bins)
-    if cfg.tta:
-        tta_logits = flip_tta_logits(predictor(model), test_x, logits=logits)  # only the mirrors run
-        metrics["tta"] = classification_summary(tta_logits, test_y, cfg.calibration_bins)
-
+    metrics, logits = score_predictors(predictor(model), test_x, test_y, cfg.calibration_bins, predictor(baseline), cfg.tta)
     with atomic_dir(args.plots) as out:
         write_evaluation_plots(out, logits, test_y, test.images, classes, cfg.calibration_bins, cfg.wrong_images)
     write_json(args.metrics, metrics)
-    report(metrics)
-
-
-def report(metrics: dict) -> None:
-    """One line per evaluated variant: test, then baseline and tta when present."""
-    for name, summary in metrics.items():
-        top5 = f", top-5 {summary['top5_acc']:.4f}" if "top5_acc" in summary else ""
-        print(f"{name}: accuracy {summary['acc']:.4f}, loss {summary['loss']:.4f}{top5}, ECE {summary['ece']:.4f}, "
-              f"macro precision {summary['macro_precision']:.4f}, macro recall {summary['macro_recall']:.4f} "
-              f"on {summary['images']} images")
+    for name, summary in metrics.items():  # test, then baseline and tta when present
+        print(summary_line(name, summary))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ it writes {"localisation": null}, so the declared output always exists.
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
@@ -35,52 +34,30 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params().gradcam
 
-    import torch
-
-    from cifar_resnet.figures import prediction_titles
     from cifar_resnet.gradcam import (
-        compute_cams, feature_map_size, measure_localisation, overlay_filename, plot_cam_grid, resolve_target_layer,
-        save_cam_images,
+        explain_predictions, feature_map_size, plot_cam_grid, resolve_target_layer, save_cam_images,
+        score_test_localisation,
     )
     from cifar_resnet.models import load_model
-    from cifar_resnet.inference import make_eval_tensors
 
     model, config = load_model(args.model, args.config, device="cpu")
     target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"))
     map_h, map_w = feature_map_size(model, target_layer)  # a bad layer fails before any work
-    classes = config["classes"]
-    test = load_imageset(args.data / "test.npz", num_classes=len(classes))
+    test = load_imageset(args.data / "test.npz", num_classes=len(config["classes"]))
+    stats = (config["mean"], config["std"])
 
-    # The figures: maps for the class the model predicts, titled with what it got right or wrong.
+    # Maps and score are computed before anything is written, so a failure leaves no partial outputs.
     shown = test.subset(list(range(min(cfg.images, len(test)))))
-    inputs, labels = make_eval_tensors(shown, config["mean"], config["std"])
-    with torch.no_grad():
-        probabilities = model(inputs).softmax(dim=1)
-    cams = compute_cams(model, inputs, target_layer=target_layer, method=cfg.method)
-    titles = prediction_titles(probabilities, labels, classes)
-    names = [overlay_filename(i, classes[t]) for i, t in enumerate(labels.tolist())]
-
-    # The score, computed before anything is written so a failure leaves no partial outputs.
-    localisation, started = None, time.perf_counter()
-    if test.boxes is not None and cfg.score_images > 0:
-        scored = test.subset(list(range(min(cfg.score_images, len(test)))))
-        scored_x, scored_y = make_eval_tensors(scored, config["mean"], config["std"])
-        localisation = measure_localisation(model, scored_x, scored_y.tolist(), scored.boxes, target_layer, cfg.method)
-
+    cams, titles, names = explain_predictions(model, shown, *stats, config["classes"], target_layer, cfg.method)
+    localisation, found = score_test_localisation(model, test, *stats, cfg.score_images, target_layer, cfg.method)
     with atomic_dir(args.out) as out:
         # Two (image, heat map) pairs per row keep the grid within half a 1400-pixel page.
         figure = {"boxes": shown.boxes, "method": cfg.method, "layer": target_layer}
         plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=2, **figure)
         save_cam_images(out / "images", names, shown.images, cams, titles, **figure)
     write_json(args.metrics, {"localisation": localisation})
-
     print(f"{cfg.method} on {target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")
-    if localisation is None:
-        reason = "the test set has no object boxes" if test.boxes is None else "gradcam.score_images is 0"
-        print(f"localisation not scored ({reason}) -> {args.metrics}")
-    else:
-        print(f"localisation {localisation['score']:.3f} (chance {localisation['chance']:.3f}) on "
-              f"{localisation['images']} test images ({time.perf_counter() - started:.1f}s) -> {args.metrics}")
+    print(f"{found} -> {args.metrics}")
 
 
 if __name__ == "__main__":

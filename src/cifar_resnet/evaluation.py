@@ -148,6 +148,33 @@ def per_class_table(confusion: torch.Tensor, classes: Sequence[str]) -> list[dic
     ]
 
 
+def score_predictors(
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, calibration_bins: int,
+    baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, tta: bool = False,
+) -> tuple[dict, torch.Tensor]:
+    """The evaluate stage's metrics and the model's test logits.
+
+    Metrics: {"test": summary} plus "baseline" (the `baseline` predictor's summary, when given)
+    and "tta" (horizontal-flip test-time augmentation, when `tta`), each a
+    classification_summary. `predict` maps normalised images to logits.
+    """
+    logits = predict(images)
+    metrics = {"test": classification_summary(logits, labels, calibration_bins)}
+    if baseline is not None:
+        metrics["baseline"] = classification_summary(baseline(images), labels, calibration_bins)
+    if tta:
+        metrics["tta"] = classification_summary(flip_tta_logits(predict, images, logits=logits), labels, calibration_bins)
+    return metrics, logits
+
+
+def summary_line(name: str, summary: dict) -> str:
+    """One printed line for a classification_summary."""
+    top5 = f", top-5 {summary['top5_acc']:.4f}" if "top5_acc" in summary else ""
+    return (f"{name}: accuracy {summary['acc']:.4f}, loss {summary['loss']:.4f}{top5}, ECE {summary['ece']:.4f}, "
+            f"macro precision {summary['macro_precision']:.4f}, macro recall {summary['macro_recall']:.4f} "
+            f"on {summary['images']} images")
+
+
 def confusion_records(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[dict]:
     """One {actual, predicted, actual_index, predicted_index, images} record per cell of the
     confusion matrix, zero cells included, for the confusion plot (.dvc/plots/confusion_ordered.json).

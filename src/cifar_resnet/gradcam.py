@@ -20,9 +20,11 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from .data.arrays import IMAGE_SHAPE
+from .data.arrays import IMAGE_SHAPE, ImageSet
 from .errors import UserError
 from .fileio import atomic_path
+from .figures import prediction_titles
+from .inference import make_eval_tensors
 from .models.summary import forward_zeros
 
 CAM_METHODS = {
@@ -374,3 +376,33 @@ def measure_localisation(
         "method": method,
         "layer": target_layer,
     }
+
+
+def explain_predictions(
+    model: nn.Module, shown: ImageSet, mean: Sequence[float], std: Sequence[float], classes: Sequence[str],
+    target_layer: str, method: str,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """CAMs for the class the model predicts on each of `shown`'s images, with figure titles
+    (prediction, confidence, true class) and one file name per image."""
+    inputs, labels = make_eval_tensors(shown, mean, std)
+    model.eval()
+    with torch.no_grad():
+        probabilities = model(inputs).softmax(dim=1)
+    cams = compute_cams(model, inputs, target_layer=target_layer, method=method)
+    names = [overlay_filename(i, classes[t]) for i, t in enumerate(labels.tolist())]
+    return cams, prediction_titles(probabilities, labels, classes), names
+
+
+def score_test_localisation(
+    model: nn.Module, test: ImageSet, mean: Sequence[float], std: Sequence[float], count: int, target_layer: str,
+    method: str,
+) -> tuple[Optional[dict], str]:
+    """measure_localisation on the first `count` test images, and a line saying what it found;
+    None (and why) when the dataset records no object boxes or `count` is 0."""
+    if test.boxes is None or count == 0:
+        reason = "the test set has no object boxes" if test.boxes is None else "gradcam.score_images is 0"
+        return None, f"localisation not scored ({reason})"
+    scored = test.subset(list(range(min(count, len(test)))))
+    inputs, labels = make_eval_tensors(scored, mean, std)
+    found = measure_localisation(model, inputs, labels.tolist(), scored.boxes, target_layer, method)
+    return found, f"localisation {found['score']:.3f} (chance {found['chance']:.3f}) on {found['images']} test images"
