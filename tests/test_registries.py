@@ -107,3 +107,9 @@ def test_freeze_settings():
         model = prepare_model(ModelParams(arch="resnet18", width=4, freeze=setting), 10).model
         trainable[setting] = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"none": {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}, "backbone": {"fc"}}
+
+
+def test_optimizer_kernels():
+    from cifar_resnet.training.optim import KERNELS
+
+    assert allowed(TrainParams, "optimizer_kernels") == set(KERNELS)

@@ -156,6 +156,8 @@ class TrainParams(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Union[Literal["auto"], bool] = "auto"
     compile: bool = False
+    optimizer_kernels: Literal["auto", "fused", "foreach", "for-loop"] = "auto"
+    cudnn_benchmark: bool = True
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     target_val_acc: Optional[float] = Field(None, gt=0.0, le=1.0)
     checkpoint_every: int = Field(0, ge=0)

@@ -66,21 +66,19 @@ def assemble_run(
     num_classes: int,
     dist_info: DistInfo = DistInfo(),
     lr_scale: Optional[Callable[[str], float]] = None,
-    optimizer_kernels: str = "auto",
-    cudnn_benchmark: bool = True,
 ) -> TrainingRun:
     """Feeder, validation tensors, optimiser and schedule around `model`, as `cfg` asks.
 
     `cfg.batch_size` is the global batch: each of dist_info.world_size processes feeds its
     share. `lr_scale` maps parameter names to LR multipliers (a slower pretrained backbone).
-    The GPU defaults, each switchable here: the optimiser's fused kernels on CUDA (foreach
-    elsewhere: optim.KERNELS), cuDNN's autotuner on CUDA, and for loader feeding on CUDA
-    pinned batches (copied with non_blocking by the loop) from persistent workers.
+    The GPU defaults: the optimiser's fused kernels on CUDA (foreach elsewhere;
+    cfg.optimizer_kernels), cuDNN's autotuner on CUDA (cfg.cudnn_benchmark), and for loader
+    feeding on CUDA pinned batches (copied with non_blocking by the loop) from persistent workers.
     """
     if device.type == "cuda":
         # Training shapes are fixed, so timing cuDNN's algorithms once per shape pays off.
         # Set here, in the train path, not at import: evaluation and export keep the default.
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     if cfg.batch_size % dist_info.world_size:
         raise UserError(f"train.batch_size = {cfg.batch_size} does not split evenly over {dist_info.world_size} processes")
     batch_size = cfg.batch_size // dist_info.world_size
@@ -94,7 +92,7 @@ def assemble_run(
     val_images, val_labels = make_eval_tensors(val_set, mean, std)
     model = model.to(device)
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale)
-    optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov, optimizer_kernels, device)
+    optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov, cfg.optimizer_kernels, device)
     schedule = build_schedule(optimizer, cfg, len(feeder))
     return TrainingRun(model, feeder, val_images, val_labels, optimizer, schedule, cfg, device, seed, mean, std,
                        num_classes, dist_info)
