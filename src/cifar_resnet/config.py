@@ -160,6 +160,7 @@ class TrainParams(_Section):
     cudnn_benchmark: bool = True
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     target_val_acc: Optional[float] = Field(None, gt=0.0, le=1.0)
+    final_model: Literal["best", "last"] = "best"
     checkpoint_every: int = Field(0, ge=0)
     augment: AugmentParams = AugmentParams()
     data_on_device: bool = False

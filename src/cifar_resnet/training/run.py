@@ -182,9 +182,10 @@ class StartedRun:
     model_config: dict[str, Any]  # everything later stages need to rebuild the model
     description: str
 
-    def save_best(self, best_checkpoint: Path, model_path: Path, config_path: Path) -> None:
-        """The final model: the best epoch's weights (by validation accuracy), as the seeds keep."""
-        self.run.model.load_state_dict(load_checkpoint(best_checkpoint)["model"])
+    def save_final(self, checkpoint: Path, model_path: Path, config_path: Path) -> None:
+        """The final model: the weights of `checkpoint` (best.pt, the best validation epoch, as the
+        seeds keep, or last.pt, the final epoch: train.final_model), with its config."""
+        self.run.model.load_state_dict(load_checkpoint(checkpoint)["model"])
         save_model(model_path, config_path, self.run.model.cpu(), self.model_config)
 
 

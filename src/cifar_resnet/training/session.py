@@ -101,8 +101,10 @@ def _train_and_publish(params: Params, started: StartedRun, store: ResumeStore, 
             raise UserError(f"interrupted {done}; run `dvc repro` again to resume") from None
         shutdown(started.run.dist_info)
         store.publish(outputs.checkpoints)
-        started.save_best(outputs.checkpoints / "best.pt", outputs.model, outputs.config)
+        started.save_final(outputs.checkpoints / f"{params.train.final_model}.pt", outputs.model, outputs.config)
         live.log_artifact(str(outputs.model), type="model", name="cifar-resnet", cache=False,
                           desc=f"{params.model.arch} trained on {params.data.dataset}",
                           labels=[params.model.arch, params.data.dataset])
-    print(f"{outcome.stop_reason} after epoch {outcome.history[-1].epoch}; best epoch {outcome.best_epoch} -> {outputs.model}")
+    last = outcome.history[-1].epoch
+    kept = outcome.best_epoch if params.train.final_model == "best" else last
+    print(f"{outcome.stop_reason} after epoch {last}; best epoch {outcome.best_epoch}; epoch {kept} -> {outputs.model}")
