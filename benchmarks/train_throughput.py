@@ -47,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--blocks", type=int, nargs=4, default=None, metavar="N",
+                        help="per-stage block counts overriding the arch's (model.blocks), e.g. 1 1 1 1")
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
@@ -67,7 +69,7 @@ def main() -> None:
                                      "precision": args.precision, "channels_last": channels_last}}).train
     train, _, classes = generate_shapes(args.images, 10, seed=0)
     # The run the train stage would assemble: same feeder, optimiser and schedule.
-    run = assemble_run(build_model(args.arch, len(classes), width=args.width), train, train.subset([0]), cfg, 0, device,
+    run = assemble_run(build_model(args.arch, len(classes), width=args.width, blocks=args.blocks), train, train.subset([0]), cfg, 0, device,
                        len(classes))
     model, feeder, optimizer = run.model, run.feeder, run.optimizer
     precision = Precision.for_run(cfg, device)
@@ -109,7 +111,8 @@ def main() -> None:
         bare_rates.append(images_per_second(bare, images))
         full_rates.append(images_per_second(lambda: full(3 + repeat), images))
     bare_rate, full_rate = max(bare_rates), max(full_rates)
-    print(f"{args.arch} width {args.width}, batch {args.batch}, {images} images, device {device}, "
+    blocks = f" blocks {args.blocks}" if args.blocks else ""
+    print(f"{args.arch}{blocks} width {args.width}, batch {args.batch}, {images} images, device {device}, "
           f"{'on-device feeding' if args.on_device else f'{args.workers} loader workers'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"precision {args.precision}, channels_last {channels_last}; load average "
