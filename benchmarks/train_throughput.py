@@ -44,6 +44,10 @@ def images_per_second(fn, images: int) -> float:
 
 
 def main() -> None:
+    """Build the run as the train stage does, time the bare and the full step alternately, print.
+
+    One function on purpose: a benchmark reads best top to bottom, in the order it measures.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--width", type=int, default=16)

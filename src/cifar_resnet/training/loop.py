@@ -271,6 +271,10 @@ def fit(
     In data-parallel training (dist_info.active) the model is wrapped in
     DistributedDataParallel; every process evaluates the same full validation split with
     identical weights, so all take the same stopping decisions; only rank 0 checkpoints.
+
+    It is one function, longer than most here, because the order of an epoch's steps (train,
+    validate, check, decide to stop, checkpoint, last.pt last, then report) is what makes
+    resume exact and a killed run safe; split up, that order would be spread over callers.
     """
     cfg, dist_info = run.cfg, run.dist_info
     checkpoint_dir = Path(checkpoint_dir)
