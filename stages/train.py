@@ -1,6 +1,6 @@
 """Stage `train`: build the ResNet from `model.*`, train it with `train.*`, log with dvclive.
 
-Outputs: the final model (best epoch's weights + JSON config), the baseline model (the
+Outputs: the final model (best or last epoch's weights, train.final_model, + JSON config), the baseline model (the
 weights before the first update: random or pretrained, for the evaluate stage), the model
 summary metrics, the finished run's checkpoints, the dvclive folder. An interrupted run's
 checkpoints wait in the --resume folder (not a DVC output), keyed by params, code and data.

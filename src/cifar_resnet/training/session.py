@@ -26,7 +26,7 @@ from .run import ResumeStore, StartedRun, run_key, start_run
 class TrainOutputs:
     """Where the stage writes: the paths dvc.yaml declares, and the resume store (not a DVC output)."""
 
-    model: Path  # final weights: the best epoch's
+    model: Path  # final weights: the best or the last epoch's (train.final_model)
     config: Path  # the final model's architecture config (JSON)
     baseline: Path  # weights before the first update
     summary: Path  # model summary metrics (JSON)
