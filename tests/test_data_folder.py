@@ -206,6 +206,7 @@ def test_download_stage_writes_the_folder_dataset(tmp_path, run_stage):
     assert load_imageset(tmp_path / "raw" / "test.npz", num_classes=2).images.shape == (6, 32, 32, 3)
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_model_summary_takes_the_class_count_of_a_folder_dataset(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     command = [sys.executable, str(REPO / "scripts" / "model_summary.py"), "-S", "data.dataset=folder",

@@ -101,6 +101,7 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_without_baseline_or_tta_only_the_test_metrics(workdir, run_stage):
     write_evaluate_params(workdir, tta=False, wrong_images=0)
     result = run_stage("evaluate", *ARGS)
@@ -110,6 +111,7 @@ def test_without_baseline_or_tta_only_the_test_metrics(workdir, run_stage):
     assert sorted(p.name for p in (workdir / "plots" / "eval").iterdir()) == sorted(PLOT_FILES)
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("missing", ["m.pt", "b.pt"])
 def test_a_missing_model_or_baseline_fails_cleanly_before_any_output(workdir, run_stage, missing):
     (workdir / missing).unlink()

@@ -118,6 +118,7 @@ def test_exporting_leaves_the_callers_model_alone(inputs, tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["program.pt2", "scripted.pt", "traced.pt"]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_all_formats_load_and_match_eager_in_a_fresh_process(model, inputs, exported, tmp_path) -> None:
     with torch.no_grad():
         torch.save({"inputs": inputs, "expected": model(inputs)}, tmp_path / "io.pt")

@@ -67,6 +67,7 @@ def test_grid_overlays_and_localisation_score_on_shapes(workdir, run_stage):
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["gradcam.json"]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_without_boxes_the_metrics_say_null(workdir, run_stage):
     test = load_imageset(workdir / "prepared" / "test.npz")
     save_imageset(workdir / "prepared" / "test.npz", ImageSet(test.images, test.labels, boxes=None))
@@ -77,6 +78,7 @@ def test_without_boxes_the_metrics_say_null(workdir, run_stage):
     assert len(list((workdir / "plots" / "gradcam" / "images").iterdir())) == GRADCAM["images"]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("stem, layer, size", [("cifar", "layer4", "4x4"), ("imagenet", "layer3", "2x2")])
 def test_auto_picks_the_deepest_layer_with_a_map_for_the_models_stem(workdir, run_stage, stem, layer, size):
     config = json.loads((workdir / "m.json").read_text()) | {"stem": stem}
@@ -90,6 +92,7 @@ def test_auto_picks_the_deepest_layer_with_a_map_for_the_models_stem(workdir, ru
     assert json.loads((workdir / "metrics" / "gradcam.json").read_text())["localisation"]["layer"] == layer
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_an_unknown_target_layer_fails_cleanly_before_any_output(workdir, run_stage):
     # Layers without a spatial map (fc, avgpool) fail the same way: see test_gradcam.py.
     write_gradcam_params(workdir, target_layer="layer9")

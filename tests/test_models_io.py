@@ -115,6 +115,7 @@ def test_a_corrupt_config_is_a_one_line_user_error(change, expected, tmp_path: P
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("stage", ["evaluate", "export", "gradcam"])
 def test_stages_report_a_corrupt_config_in_one_line(stage, tmp_path: Path, run_stage) -> None:
     import json

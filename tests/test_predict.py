@@ -84,7 +84,8 @@ def eager_probabilities(model: torch.nn.Module, pixels: np.ndarray) -> torch.Ten
         return model(images).softmax(dim=1)
 
 
-@pytest.mark.parametrize("model_file", ["scripted.pt", "program.pt2", "model.onnx"])
+@pytest.mark.parametrize("model_file", [
+    "scripted.pt", pytest.param("program.pt2", marks=pytest.mark.slow), pytest.param("model.onnx", marks=pytest.mark.slow)])
 def test_predictions_match_the_eager_model(model_file, export_dir, pngs, tmp_path) -> None:
     model, folder = export_dir
     pixels, paths = pngs
@@ -103,6 +104,7 @@ def test_predictions_match_the_eager_model(model_file, export_dir, pngs, tmp_pat
         assert ranked[0][1] >= ranked[1][1]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_other_sizes_and_modes_are_converted_and_top_is_capped(export_dir, tmp_path) -> None:
     model, folder = export_dir
     grey = tmp_path / "grey.jpg"
@@ -114,6 +116,7 @@ def test_other_sizes_and_modes_are_converted_and_top_is_capped(export_dir, tmp_p
     assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=0.003)
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize(
     "case, expected",
     [("missing image", "no such file"), ("text file named .png", "not an image")],
@@ -139,6 +142,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize(
     "change, expected",
     [
@@ -188,6 +192,7 @@ def craft_program(source_path: Path, target_path: Path, member: str, payload: by
             target.writestr(info, data)
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("member", ["data/sample_inputs/model.pt", "data/weights/weight_0"])
 def test_a_pt2_carrying_a_pickle_runs_nothing_and_is_refused(member, export_dir, pngs, tmp_path) -> None:
     _, folder = export_dir
@@ -220,6 +225,7 @@ def png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("side", [20000, 10000])  # above 2x PIL's limit (it raises) and just above it (it warns)
 def test_a_decompression_bomb_is_one_line(side, export_dir, pngs, tmp_path) -> None:
     _, folder = export_dir
@@ -231,6 +237,7 @@ def test_a_decompression_bomb_is_one_line(side, export_dir, pngs, tmp_path) -> N
     assert parse_line(result.stdout.strip())[0] == str(paths[0])
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_an_unsupported_model_file_names_the_supported_formats(export_dir, pngs, tmp_path) -> None:
     _, folder = export_dir
     _, paths = pngs

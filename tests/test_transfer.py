@@ -105,6 +105,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_imagenet_weights_offline_say_which_file_to_place_where(tmp_path):
     # A real download attempt through an unreachable proxy: what an offline machine sees.
     code = (
