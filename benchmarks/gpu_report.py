@@ -358,7 +358,7 @@ def ddp_processes(device: torch.device) -> tuple[int, Optional[str]]:
     """How many processes a DDP run gets, or why it is skipped."""
     if device.type == "cuda":
         count = torch.cuda.device_count()
-        return (count, None) if count > 1 else (0, "skipped: 1 GPU")
+        return (count, None) if count > 1 else (0, "1 GPU: NCCL runs one process per GPU")
     return 2, None  # on the CPU, two gloo processes exercise the same code path
 
 
@@ -582,6 +582,11 @@ def without_nan(value: Any) -> Any:
     return value
 
 
+def write_partial(out: Path, report: dict[str, Any]) -> None:
+    """report.json so far, marked incomplete; the finished report replaces it."""
+    (out / "report.json").write_text(json.dumps(without_nan({**report, "complete": False}), indent=2, default=str) + "\n")
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and report.md")
@@ -613,10 +618,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     compile_rows = throughput_grid(mode, compiled=True)
     report: dict[str, Any] = {"quick": args.quick, "device": str(device), "environment": guarded(lambda: environment(device))}
     plain = throughput(throughput_grid(mode, compiled=False), mode, device, args.workers, clock, reserve=args.reserve + 60)
+    # report.json grows section by section: a run killed from outside still leaves what it measured.
+    write_partial(args.out, {**report, "throughput": plain})
     with tempfile.TemporaryDirectory() as exports:
         report["latency"] = guarded(lambda: latency(mode, device, Path(exports)))
+    write_partial(args.out, {**report, "throughput": plain})
     report["ddp"] = guarded(lambda: ddp(args, device, args.out, clock))
     report["time_to_accuracy"] = guarded(lambda: time_to_accuracy(args, mode, device, clock))
+    write_partial(args.out, {**report, "throughput": plain})
     if args.quick:
         compiled = [{**asdict(s), "width": mode.width, "skipped": "--quick (compiling takes minutes on a CPU)"}
                     for s in compile_rows]
@@ -625,6 +634,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         compiled = throughput(compile_rows, mode, device, args.workers, clock, reserve=75)
     report["throughput"] = plain + compiled
     report["wall_s"] = round(clock.elapsed(), 1)
+    report["complete"] = True
     (args.out / "report.json").write_text(json.dumps(without_nan(report), indent=2, default=str) + "\n")
     (args.out / "report.md").write_text(markdown(report))
     print(f"wrote {args.out / 'report.json'} and {args.out / 'report.md'} in {report['wall_s']} s")

@@ -40,7 +40,7 @@ def test_quick_cpu_report_covers_every_section(tmp_path):
     report = json.loads((out / "report.json").read_text())
     text = json.dumps(report)
     assert '"error"' not in text, text[:4000]
-    assert report["quick"] is True and report["environment"]["torch"]
+    assert report["quick"] is True and report["environment"]["torch"] and report["complete"] is True
     rows = report["throughput"]
     timed = [row for row in rows if "images_per_s" in row]
     assert {row["arch"] for row in timed} == {"resnet18", "resnet34"}
