@@ -61,3 +61,24 @@ def test_quick_cpu_report_covers_every_section(tmp_path):
     for heading in ("Training throughput", "Inference latency", "Data-parallel training", "Time to accuracy"):
         assert f"## {heading}" in markdown
     print(f"quick report took {report['wall_s']} s")
+
+
+def test_recipe_sweep_scores_each_variant_on_held_out_training_images(tmp_path):
+    """benchmarks/recipe_sweep.py: one row per variant, trained on train/ minus --val images."""
+    cifar = jpeg_folder(tmp_path / "cifar")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    script = [sys.executable, str(ROOT / "benchmarks" / "recipe_sweep.py"), "--source", str(cifar), "--device", "cpu",
+              "--epochs", "1", "--val", "20"]
+    finished = subprocess.run(script + ["--out", str(tmp_path / "s.json"), "--only", "base", "lr0.4"],
+                              capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+    assert "60 train / 20 validation images" in finished.stdout  # 80 train/ images, 20 held out; test/ unused
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert [(row["name"], row["overrides"], row["epochs"]) for row in rows] == [
+        ("base", [], 1), ("lr0.4", ["train.max_lr=0.4"], 1)]
+    assert all(row["final_val_acc"] in {k / 20 for k in range(21)} for row in rows)  # a share of the 20 images
+
+    finished = subprocess.run(script + ["--out", str(tmp_path / "none.json"), "--only", "base", "--budget", "0"],
+                              capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    assert json.loads((tmp_path / "none.json").read_text()) == [{"name": "base", "skipped": "time budget"}]

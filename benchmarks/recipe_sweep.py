@@ -1,0 +1,96 @@
+"""One-knob variants of a recipe, trained one after another and scored on a validation split.
+
+    python benchmarks/recipe_sweep.py --source cifar10-jpeg-train.tar.gz --out sweep.json   # on a GPU
+    python benchmarks/recipe_sweep.py --source DIR --out s.json --device cpu --epochs 1 --max-train 1000 --only base
+
+Trains the recipe (`recipes/<--recipe>.yaml` over params.yaml, default `cpu`) and each
+variant in VARIANTS with the train stage's own loop (`fit`, through gpu_report's
+`fit_run`: on-device feeding, no dvc), on the --source image folder or archive
+(train/<class>/, test/<class>/). The images of its train/ split are shuffled once
+(seed 0); --val of them are held out and score every variant, the rest train it. The
+test/ split is never used: a sweep selects, so it must not see the images a result is
+reported on. Writes one JSON row per variant (final and best validation accuracy, wall
+time) to --out after each, so a run stopped from outside keeps what it measured; stops
+starting variants once --budget seconds have passed. One seed per variant: differences
+of a few tenths of a point are noise. It prints figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_report import fit_run, load_image_folder  # noqa: E402 - a sibling script, not a package
+
+from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# Each variant changes one knob of the recipe (the base) at a time.
+VARIANTS = {
+    "base": [],
+    "lr0.4": ["train.max_lr=0.4"],
+    "ep43": ["train.epochs=43"],
+    "ls0.2": ["train.label_smoothing=0.2"],
+    "b512_lr0.4": ["train.batch_size=512", "train.max_lr=0.4"],
+    "wd1e-3": ["train.weight_decay=0.001"],
+    "lr0.1": ["train.max_lr=0.1"],
+    "erasing0.5": ["train.augment.erasing.p=0.5"],
+}
+
+
+def recipe_overrides(name: str) -> list[str]:
+    """The recipe's `set:` as key=value overrides, as scripts/recipe.py passes them to dvc exp run -S."""
+    recipe = yaml.safe_load((REPO / "recipes" / f"{name}.yaml").read_text())
+    return [f"{key}={json.dumps(value)}" for key, value in recipe["set"].items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True, help="image folder or archive: train/<class>/, test/<class>/")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file of results")
+    parser.add_argument("--recipe", default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--val", type=int, default=5000, help="training images held out to score the variants")
+    parser.add_argument("--max-train", type=int, help="train on at most this many images (a quick check)")
+    parser.add_argument("--epochs", type=int, help="override every variant's epochs (a quick check)")
+    parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="run only these variants")
+    parser.add_argument("--budget", type=float, default=400.0, help="start no variant after this many seconds")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    images, _, _ = load_image_folder(args.source)  # the test split is left alone
+    order = np.random.default_rng(0).permutation(len(images.labels))
+    val, train = images.subset(order[:args.val]), images.subset(order[args.val:][:args.max_train])
+    print(f"{len(train.labels)} train / {len(val.labels)} validation images, decoded in {time.perf_counter() - started:.0f} s",
+          flush=True)
+    fixed = recipe_overrides(args.recipe) + [
+        f"train.device={args.device}", "train.early_stopping.patience=null", "train.target_val_acc=null"]
+    fixed += [f"train.epochs={args.epochs}"] if args.epochs else []
+    raw = parse_yaml((REPO / "params.yaml").read_text())
+    rows = []
+    for name in args.only or VARIANTS:
+        if time.perf_counter() - started > args.budget:
+            rows.append({"name": name, "skipped": "time budget"})
+            continue
+        params = validate_params(apply_overrides(raw, fixed + VARIANTS[name]))
+        variant_started = time.perf_counter()
+        result = fit_run(train, val, params.train, params.model.arch, params.model.width, torch.device(args.device))
+        accuracies = [epoch["test_acc"] for epoch in result["epochs"]]  # fit_run's "test" is this validation split
+        rows.append({"name": name, "overrides": VARIANTS[name], "epochs": result["epochs"][-1]["epoch"],
+                     "final_val_acc": accuracies[-1], "best_val_acc": max(accuracies),
+                     "wall_s": round(time.perf_counter() - variant_started, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    args.out.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
