@@ -1,5 +1,6 @@
 import copy
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,16 @@ def run_stage(tmp_path):
         )
 
     return run
+
+
+def default_signals():
+    """For the child: default SIGINT/SIGTERM handling, whatever the test runner inherited.
+
+    A suite started from a background shell inherits SIGINT as ignored, and Python keeps
+    an ignored SIGINT ignored, so Ctrl-C would never reach the stage under test.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def dvc_env(workdir: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import dvc, dvc_env, experiment_rows
+from conftest import default_signals, dvc, dvc_env, experiment_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]  # the smoke run is set up inside the first test
 
@@ -122,7 +122,7 @@ def test_an_interrupted_repro_records_nothing_and_resumes(smoke_copy):
     lock = (smoke_copy / "dvc.lock").read_bytes()
     set_params(smoke_copy, "train", max_lr=0.03)
     process = subprocess.Popen(["dvc", "repro"], cwd=smoke_copy, env=dvc_env(smoke_copy), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=default_signals)
     seen = []
     for line in process.stdout:  # stop the run as Ctrl-C would, once it has finished an epoch
         seen.append(line)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, default_signals
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # real training processes, signalled
 
@@ -45,16 +45,6 @@ def train_command(name):
 
 def env():
     return dict(os.environ, PYTHONPATH=str(REPO / "src"))
-
-
-def default_signals():
-    """For the child: default SIGINT/SIGTERM handling, whatever the test runner inherited.
-
-    A suite started from a background shell inherits SIGINT as ignored, and Python keeps
-    an ignored SIGINT ignored, so Ctrl-C would never reach the stage under test.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_to_end(folder, name, command=None):
