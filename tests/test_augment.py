@@ -256,8 +256,6 @@ def holes_and_noise(out: torch.Tensor, base: float, fill: float):
 
 
 def test_erasing_holes_and_noise_match_albumentations():
-    import albumentations as A
-
     from cifar_resnet.training import erasing_batch
 
     cfg = augment(erasing={"p": 1.0, "hole_min": 8, "hole_max": 16, "noise_std_min": 0.02, "noise_std_max": 0.05}).erasing

@@ -421,7 +421,6 @@ def test_load_program_refuses_a_member_name_given_twice(tmp_path: Path) -> None:
 
 
 def test_load_program_refuses_an_opaque_constant_declared_in_the_config(tmp_path: Path) -> None:
-    import pickle
     import zipfile
 
     marker = tmp_path / "marker"

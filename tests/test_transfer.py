@@ -113,7 +113,7 @@ def test_imagenet_weights_offline_say_which_file_to_place_where(tmp_path):
         "load_pretrained(build_model('resnet34', 10, stem='imagenet'), 'imagenet', 'resnet34')\n"
     )
     env = dict(os.environ, TORCH_HOME=str(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
-    wrapped = f"from cifar_resnet.errors import run_stage\ndef main():\n" + "".join(
+    wrapped = "from cifar_resnet.errors import run_stage\ndef main():\n" + "".join(
         f"    {line}\n" for line in code.splitlines()) + "run_stage(main)\n"
     result = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
