@@ -98,6 +98,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def model_params(arch: str, width: int):
+    """The validated model section of `arch` at `width`, every other model setting at its default."""
+    return validate_params({"model": {"arch": arch, "width": width}}).model
+
+
 def guarded(section: Callable[[], Any]) -> Any:
     """Run one section; an exception becomes {"error": ...} in the report instead of ending it."""
     try:
@@ -254,7 +259,7 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
     """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator."""
     cfg = train_cfg(setting.batch, setting.precision, setting.channels_last)
     seed_everything(0)
-    model = prepare_model(validate_params({"model": {"arch": setting.arch, "width": mode.width}}).model, 10).model
+    model = prepare_model(model_params(setting.arch, mode.width), 10).model
     images = feeders.images
     # The run the stage would assemble, fed from this grid's shared, timed feeder.
     run = assemble_run(model, images, images.subset([0]), cfg, 0, device, 10)  # validation is not timed
@@ -328,7 +333,7 @@ def latency(mode: Mode, device: torch.device, folder: Path) -> dict[str, Any]:
     )
 
     seed_everything(0)
-    model = prepare_model(validate_params({"model": {"arch": "resnet18", "width": mode.width}}).model, 10).model.eval()
+    model = prepare_model(model_params("resnet18", mode.width), 10).model.eval()
     images = torch.randn(max(mode.latency_batches), 3, 32, 32)
     try:
         import onnx  # noqa: F401 - only to know whether ONNX export can run
@@ -392,18 +397,18 @@ def ddp_worker(args: argparse.Namespace) -> None:
     cfg = train_cfg(global_batch, "bf16" if device.type == "cuda" else "fp32", device.type == "cuda",
                     {"epochs": 2, "nproc": info.world_size, "data_on_device": True})
     images = random_images(mode.ddp_images)
-    result = fit_run(images, random_images(max(64, global_batch), seed=1), cfg, "resnet18", mode.width, device, info)
+    result = fit_run(images, random_images(max(64, global_batch), seed=1), cfg, model_params("resnet18", mode.width), device, info)
     if info.is_main:
         (Path(args.out) / "ddp_rank0.json").write_text(json.dumps(result))
     shutdown(info)
 
 
-def fit_run(train: ImageSet, test: ImageSet, cfg, arch: str, width: int, device: torch.device,
+def fit_run(train: ImageSet, test: ImageSet, cfg, model_cfg, device: torch.device,
             info: DistInfo = DistInfo(), deadline: Optional[float] = None) -> dict[str, Any]:
     """fit() with on-device feeding; per-epoch wall times and accuracies. Stops at `deadline` (perf_counter)."""
     seed_everything(0)
     classes = int(train.labels.max()) + 1
-    model = prepare_model(validate_params({"model": {"arch": arch, "width": width}}).model, classes).model
+    model = prepare_model(model_cfg, classes).model
     # The test split stands in for validation: the report measures time to a test accuracy.
     run = assemble_run(model, train, test, cfg, 0, device, classes, info)
     run.eval_batch_size = 1024
@@ -504,7 +509,7 @@ def time_to_accuracy(args: argparse.Namespace, mode: Mode, device: torch.device,
     cfg = tta_cfg(mode, args.target, device)
     # Leave what the compiled throughput rows and writing the report need.
     deadline = time.perf_counter() + clock.left() - args.reserve
-    result = fit_run(train, test, cfg, "resnet18", mode.tta_width, device, deadline=deadline)
+    result = fit_run(train, test, cfg, model_params("resnet18", mode.tta_width), device, deadline=deadline)
     best = max((e["test_acc"] for e in result["epochs"] if e["epoch"] > 0), default=None)
     reached = next((e for e in result["epochs"] if e["epoch"] > 0 and e["test_acc"] >= args.target), None)
     return {**result, "train_images": len(train), "test_images": len(test), "classes": len(classes),

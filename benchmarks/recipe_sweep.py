@@ -5,8 +5,8 @@
 
 Trains the recipe (`recipes/<--recipe>.yaml` over params.yaml, default `cpu`) and each
 variant in VARIANTS with the train stage's own loop (`fit`, through gpu_report's
-`fit_run`: on-device feeding, no dvc), on the --source image folder or archive
-(train/<class>/, test/<class>/). The images of its train/ split are shuffled once
+`fit_run`: the recipe's whole model section, on-device feeding, no dvc), on the --source
+image folder or archive (train/<class>/, test/<class>/). The images of its train/ split are shuffled once
 (seed 0); --val of them are held out and score every variant, the rest train it. The
 test/ split is never used: a sweep selects, so it must not see the images a result is
 reported on. Writes one JSON row per variant (final and best validation accuracy, wall
@@ -82,9 +82,10 @@ def main() -> None:
             continue
         params = validate_params(apply_overrides(raw, fixed + VARIANTS[name]))
         variant_started = time.perf_counter()
-        result = fit_run(train, val, params.train, params.model.arch, params.model.width, torch.device(args.device))
+        result = fit_run(train, val, params.train, params.model, torch.device(args.device))
         accuracies = [epoch["test_acc"] for epoch in result["epochs"]]  # fit_run's "test" is this validation split
-        rows.append({"name": name, "overrides": VARIANTS[name], "epochs": result["epochs"][-1]["epoch"],
+        rows.append({"name": name, "overrides": VARIANTS[name], "parameters": result["parameters"],
+                     "epochs": result["epochs"][-1]["epoch"],
                      "final_val_acc": accuracies[-1], "best_val_acc": max(accuracies),
                      "wall_s": round(time.perf_counter() - variant_started, 1)})
         print(json.dumps(rows[-1]), flush=True)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+
+from cifar_resnet.config import apply_overrides, parse_yaml, validate_params
+from cifar_resnet.models import count_parameters, prepare_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the whole quick report in a subprocess
 
@@ -76,6 +80,12 @@ def test_recipe_sweep_scores_each_variant_on_held_out_training_images(tmp_path):
     rows = json.loads((tmp_path / "s.json").read_text())
     assert [(row["name"], row["overrides"], row["epochs"]) for row in rows] == [
         ("base", [], 1), ("lr0.4", ["train.max_lr=0.4"], 1)]
+    # The recipe's own network (cpu: ResNet18 at width 16), not params.yaml's default width 64.
+    recipe = ROOT / "recipes" / "cpu.yaml"
+    settings = [f"{key}={json.dumps(value)}" for key, value in yaml.safe_load(recipe.read_text())["set"].items()]
+    model_cfg = validate_params(apply_overrides(parse_yaml((ROOT / "params.yaml").read_text()), settings)).model
+    assert model_cfg.width == 16
+    assert all(row["parameters"] == count_parameters(prepare_model(model_cfg, 2).model) for row in rows)
     assert all(row["final_val_acc"] in {k / 20 for k in range(21)} for row in rows)  # a share of the 20 images
 
     finished = subprocess.run(script + ["--out", str(tmp_path / "none.json"), "--only", "base", "--budget", "0"],
