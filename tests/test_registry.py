@@ -41,7 +41,7 @@ def registry_repo(tmp_path):
     return root, name, entry["path"]
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
+@pytest.mark.slow  # the dvc and gto CLIs in subprocesses, about 6 s
 @pytest.mark.skipif(GTO is None, reason="the gto CLI (installed with dvc) is not on PATH")
 def test_artifacts_get_from_a_local_repo_needs_a_registered_version(registry_repo, tmp_path):
     root, name, path = registry_repo
