@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_report import fit_run, load_image_folder  # noqa: E402 - a sibling script, not a package
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "scripts")]
+from gpu_report import fit_run, load_image_folder  # noqa: E402 - sibling scripts, not a package
+from recipe import load_recipe, override  # noqa: E402
 
 from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 # Each variant changes one knob of the recipe (the base) at a time.
 VARIANTS = {
     "base": [],
@@ -44,12 +44,6 @@ VARIANTS = {
     "lr0.1": ["train.max_lr=0.1"],
     "erasing0.5": ["train.augment.erasing.p=0.5"],
 }
-
-
-def recipe_overrides(name: str) -> list[str]:
-    """The recipe's `set:` as key=value overrides, as scripts/recipe.py passes them to dvc exp run -S."""
-    recipe = yaml.safe_load((REPO / "recipes" / f"{name}.yaml").read_text())
-    return [f"{key}={json.dumps(value)}" for key, value in recipe["set"].items()]
 
 
 def main() -> None:
@@ -71,7 +65,7 @@ def main() -> None:
     val, train = images.subset(order[:args.val]), images.subset(order[args.val:][:args.max_train])
     print(f"{len(train.labels)} train / {len(val.labels)} validation images, decoded in {time.perf_counter() - started:.0f} s",
           flush=True)
-    fixed = recipe_overrides(args.recipe) + [
+    fixed = [override(key, value) for key, value in load_recipe(args.recipe)["set"].items()] + [
         f"train.device={args.device}", "train.early_stopping.patience=null", "train.target_val_acc=null"]
     fixed += [f"train.epochs={args.epochs}"] if args.epochs else []
     raw = parse_yaml((REPO / "params.yaml").read_text())
