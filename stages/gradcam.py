@@ -41,7 +41,7 @@ def main() -> None:
     from cifar_resnet.models import load_model
 
     model, config = load_model(args.model, args.config, device="cpu")
-    target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"))
+    target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"), config["arch"])
     map_h, map_w = feature_map_size(model, target_layer)  # a bad layer fails before any work
     test = load_imageset(args.data / "test.npz", num_classes=len(config["classes"]))
     stats = (config["mean"], config["std"])

@@ -45,6 +45,10 @@ def test_repository_params_spell_out_every_key():
         ({"train": {"device": "tpu"}}, "train.device = 'tpu'"),
         ({"train": {"momentum": 0.0}}, "train: nesterov needs momentum > 0"),
         ({"data": {"synthetic": {"train_size": 3}}}, "data.synthetic.train_size = 3"),
+        ({"model": {"arch": "resnet9", "stem": "imagenet"}}, "model: resnet9 takes only stem cifar"),
+        ({"model": {"arch": "resnet9", "blocks": [1, 1, 1, 1]}}, "model: resnet9 has a fixed layout"),
+        ({"model": {"arch": "resnet9", "pretrained": "imagenet"}}, "model: torchvision has no ImageNet weights for resnet9"),
+        ({"model": {"arch": "resnet9"}, "gradcam": {"target_layer": "layer4.1"}}, "resnet9 has three stages; use auto or layer3"),
     ],
 )
 def test_bad_params_name_the_key_the_value_and_what_is_allowed(raw, expected):

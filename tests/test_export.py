@@ -89,6 +89,18 @@ def test_each_format_loaded_from_its_file_matches_eager(name, model, inputs, exp
     assert check_exports(model, {name: loaded}, inputs, ATOL) == {name: diff}
 
 
+def test_resnet9_exports_in_every_format_and_matches_eager(inputs, tmp_path) -> None:
+    # Its max-pools and scaled logits must survive TorchScript, torch.export and ONNX.
+    torch.manual_seed(0)
+    resnet9 = build_model("resnet9", 10, width=8)
+    with torch.no_grad():
+        resnet9(torch.randn(8, 3, 32, 32))  # training mode: moves the BatchNorm statistics
+    resnet9.eval()
+    loaded = load_exports(write_exports(resnet9, inputs, tmp_path, onnx=True))
+    diffs = check_exports(resnet9, loaded, inputs, ATOL)
+    assert set(diffs) == set(EXPORT_FILES) and max(diffs.values()) < ATOL
+
+
 @pytest.mark.parametrize("name", ["exported", "onnxruntime"])
 @pytest.mark.parametrize("batch_size", [1, 5])
 def test_dynamic_batch_formats_run_at_other_batch_sizes(name, batch_size, model, exported) -> None:

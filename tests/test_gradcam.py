@@ -79,16 +79,17 @@ def test_resolve_layer(model: torch.nn.Module) -> None:
         assert "layer4" in str(info.value) and "fc" in str(info.value)
 
 
-@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
-def test_auto_target_layer_is_the_deepest_with_a_map(stem: str) -> None:
-    layer = resolve_target_layer("auto", stem)
-    model = build_model("resnet18", 4, width=8, blocks=[1, 1, 1, 1], stem=stem)
+@pytest.mark.parametrize("arch, stem", [("resnet18", "cifar"), ("resnet18", "imagenet"), ("resnet9", "cifar")])
+def test_auto_target_layer_is_the_deepest_with_a_map(arch: str, stem: str) -> None:
+    layer = resolve_target_layer("auto", stem, arch)
+    blocks = [1, 1, 1, 1] if arch == "resnet18" else None
+    model = build_model(arch, 4, width=8, blocks=blocks, stem=stem)
     assert min(feature_map_size(model, layer)) >= 2
     deeper = f"layer{int(layer[-1]) + 1}"
-    if deeper != "layer5":  # the next stage has no map left
-        with pytest.raises(UserError, match="not a spatial feature map"):
+    if deeper != "layer5":  # the next stage has no map left, or there is none
+        with pytest.raises(UserError, match="not a spatial feature map|unknown target layer"):
             feature_map_size(model, deeper)
-    assert resolve_target_layer("layer2.0", stem) == "layer2.0"  # explicit names pass through
+    assert resolve_target_layer("layer2.0", stem, arch) == "layer2.0"  # explicit names pass through
 
 
 def test_overlay_and_grid(tmp_path: Path) -> None:

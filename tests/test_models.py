@@ -21,8 +21,9 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
-@pytest.mark.parametrize("arch", list_models())
+@pytest.mark.parametrize(
+    "arch, stem", [(arch, stem) for arch in list_models() for stem in ("cifar", "imagenet") if (arch, stem) != ("resnet9", "imagenet")]
+)
 def test_forward_script_and_trace_match_eager(arch: str, stem: str) -> None:
     model = build_model(arch, num_classes=10, width=8, stem=stem, dropout=0.2).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -71,6 +72,32 @@ def test_unknown_arch_lists_valid_names() -> None:
 def test_bad_arguments_are_user_errors_naming_the_argument_and_value(kwargs: dict, named: str) -> None:
     with pytest.raises(UserError, match=named):
         build_model("resnet18", 10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [({"stem": "imagenet"}, r"resnet9 takes only the cifar stem.*'imagenet'"),
+     ({"blocks": [1, 1, 1, 1]}, r"resnet9 has a fixed layout.*\[1, 1, 1, 1\]"), ({"width": 0}, r"width .* got 0")],
+)
+def test_resnet9_rejects_what_its_fixed_layout_cannot_take(kwargs: dict, named: str) -> None:
+    with pytest.raises(UserError, match=named):
+        build_model("resnet9", 10, **kwargs)
+
+
+def test_resnet9_layout() -> None:
+    # Page's DAWNBench network at width 64: prep 64, stages 128 (+ residual), 256, 512 (+ residual).
+    model = build_model("resnet9", 10, width=64).eval()
+    shapes = {}
+    hooks = [getattr(model, name).register_forward_hook(lambda m, a, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
+             for name in ("relu", "layer1", "layer2", "layer3")]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert shapes == {"relu": (1, 64, 32, 32), "layer1": (1, 128, 16, 16), "layer2": (1, 256, 8, 8), "layer3": (1, 512, 4, 4)}
+    # Convolutions 3*64*9 + 64*128*9 + 2*128*128*9 + 128*256*9 + 256*512*9 + 2*512*512*9, BatchNorm
+    # 2 * (64 + 128 * 3 + 256 + 512 * 3), classifier 512 * 10 + 10.
+    assert count_parameters(model) == 6_573_130
 
 
 def test_seed_config_parameter_count() -> None:

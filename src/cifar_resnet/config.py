@@ -65,7 +65,7 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet9"] = "resnet34"
     width: int = Field(64, ge=1, le=1024)
     stem: Literal["cifar", "imagenet"] = "cifar"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -74,6 +74,18 @@ class ModelParams(_Section):
     block_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pretrained: Optional[str] = None  # null | imagenet | path to a state dict
     freeze: Literal["none", "backbone"] = "none"
+
+    @model_validator(mode="after")
+    def _resnet9_layout_is_fixed(self) -> "ModelParams":
+        # ResNet-9 has one layout, made for 32x32 images, and torchvision has no weights for it.
+        if self.arch == "resnet9":
+            if self.stem != "cifar":
+                raise ValueError("resnet9 takes only stem cifar (its own 3x3 prep convolution)")
+            if self.blocks is not None:
+                raise ValueError("resnet9 has a fixed layout; blocks applies to resnet18, resnet34 and resnet50")
+            if self.pretrained == "imagenet":
+                raise ValueError("torchvision has no ImageNet weights for resnet9; use a state dict file or null")
+        return self
 
 
 class AffineParams(_Section):
@@ -200,7 +212,8 @@ class GradcamParams(_Section):
     score_images: int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
-    # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1).
+    # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1) and in resnet9
+    # (which has three stages).
     target_layer: str = "auto"
 
 
@@ -217,6 +230,8 @@ class Params(_Section):
     def _cam_layer_has_a_map(self) -> "Params":
         # Caught here, when any stage starts, rather than by the gradcam stage after training.
         layer = self.gradcam.target_layer
+        if self.model.arch == "resnet9" and (layer == "layer4" or layer.startswith("layer4.")):
+            raise ValueError(f"gradcam.target_layer {layer}: resnet9 has three stages; use auto or layer3")
         if self.model.stem == "imagenet" and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(
                 f"gradcam.target_layer {layer} is 1x1 on 32x32 images with model.stem imagenet, too small for a "

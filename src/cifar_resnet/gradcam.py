@@ -46,15 +46,16 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         raise UserError(f"unknown target layer {name!r} (top-level layers: {candidates}; use dots for deeper ones, e.g. layer4.1.conv2)") from None
 
 
-def resolve_target_layer(name: str, stem: str) -> str:
+def resolve_target_layer(name: str, stem: str, arch: str) -> str:
     """The layer `name` stands for: "auto" is the last stage that keeps a spatial map at 32x32.
 
     That is layer4 (4x4) with the CIFAR stem; the ImageNet stem downsamples 32x, so its
-    layer4 is 1x1 and layer3 (2x2) is the deepest usable one. Other names pass through.
+    layer4 is 1x1 and layer3 (2x2) is the deepest usable one. ResNet-9's last stage is
+    layer3 (4x4). Other names pass through.
     """
     if name != "auto":
         return name
-    return "layer3" if stem == "imagenet" else "layer4"
+    return "layer3" if stem == "imagenet" or arch == "resnet9" else "layer4"
 
 
 def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> tuple[int, int]:

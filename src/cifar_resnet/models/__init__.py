@@ -6,11 +6,13 @@ from .resnet import (
     ARCHITECTURES,
     BasicBlock,
     Bottleneck,
+    Network,
     ResNet,
     build_model,
     count_parameters,
     list_models,
 )
+from .resnet9 import ResNet9
 from .summary import format_table, layer_table, model_summary
 from .transfer import PreparedModel, backbone_lr_scale, backbone_modules, freeze_backbone, prepare_model
 
@@ -19,8 +21,10 @@ __all__ = [
     "IMAGENET",
     "BasicBlock",
     "Bottleneck",
+    "Network",
     "PreparedModel",
     "ResNet",
+    "ResNet9",
     "backbone_lr_scale",
     "backbone_modules",
     "build_model",

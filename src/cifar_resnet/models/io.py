@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ModelParams
 from ..errors import UserError, describe_error, first_line
 from ..fileio import atomic_file, write_json
-from .resnet import ResNet, build_model
+from .resnet import Network, build_model
 
 # Which stage writes the final model, for "not found" messages.
 PRODUCER = "train"
@@ -58,7 +58,7 @@ def save_weights(weights_path: str | Path, model: nn.Module) -> None:
 
 def load_model(
     weights_path: str | Path, config_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[ResNet, dict[str, Any]]:
+) -> tuple[Network, dict[str, Any]]:
     """Rebuild the model described by `config_path`, load `weights_path`, return it in eval mode."""
     config = _read_config(Path(config_path))
     model = _build(config, Path(config_path))
@@ -135,7 +135,7 @@ def _build_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {key: config[key] for key in _BUILD_KEYS if config.get(key) is not None}
 
 
-def _build(config: dict[str, Any], path: Path) -> ResNet:
+def _build(config: dict[str, Any], path: Path) -> Network:
     """build_model from a checked config."""
     _check_config(config, path)
     try:

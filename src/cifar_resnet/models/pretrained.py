@@ -21,7 +21,7 @@ import torch
 
 from ..errors import UserError, describe_error
 from .io import load_torch_file, state_mismatch
-from .resnet import ARCHITECTURES, ResNet
+from .resnet import STAGED_LAYOUTS, Network
 
 IMAGENET = "imagenet"
 # Where a state dict sits inside a checkpoint: ours ("model"), common trainers' ("state_dict"),
@@ -96,11 +96,11 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _strip_wrappers(_tensors_only(obj, path))
 
 
-def load_pretrained(model: ResNet, source: str, arch: str) -> PretrainedResult:
+def load_pretrained(model: Network, source: str, arch: str) -> PretrainedResult:
     """Load `source` (``"imagenet"`` or a file path) into a freshly built `model` of `arch`."""
     if source == IMAGENET:
         state, origin = read_imagenet_state(arch)
-        layout = ARCHITECTURES[arch][1] if arch in ARCHITECTURES else None
+        layout = STAGED_LAYOUTS[arch][1] if arch in STAGED_LAYOUTS else None
         hint = f"; ImageNet weights fit {arch} only at width 64 with its standard blocks {layout}"
     else:
         state, origin = read_state_file(source), str(source)
@@ -108,7 +108,7 @@ def load_pretrained(model: ResNet, source: str, arch: str) -> PretrainedResult:
     return transfer_state(model, state, origin, hint)
 
 
-def transfer_state(model: ResNet, state: dict[str, torch.Tensor], origin: str, hint: str = "") -> PretrainedResult:
+def transfer_state(model: Network, state: dict[str, torch.Tensor], origin: str, hint: str = "") -> PretrainedResult:
     """Copy `state` into `model`, replacing the head and the stem where their shapes differ."""
     own = model.state_dict()
     notes: list[str] = []

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .resnet9 import ResNet9
 
 STEMS = ("cifar", "imagenet")
 
@@ -189,11 +190,18 @@ def _check_args(layers: Sequence[int], num_classes: int, width: int, stem: str, 
         raise UserError(f"block_dropout must be in [0, 1), got {block_dropout}")
 
 
-ARCHITECTURES: dict[str, tuple[Block, list[int]]] = {
+# The four-stage ResNets (torchvision's layouts) ...
+STAGED_LAYOUTS: dict[str, tuple[Block, list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
+# ... and every architecture build_model accepts: those plus ResNet-9 (resnet9.py).
+ARCHITECTURES: tuple[str, ...] = (*STAGED_LAYOUTS, "resnet9")
+
+
+# What build_model returns: the two classes share their top-level module names.
+Network = Union[ResNet, ResNet9]
 
 
 def list_models() -> list[str]:
@@ -209,12 +217,24 @@ def build_model(
     dropout: float = 0.0,
     blocks: Optional[Sequence[int]] = None,
     block_dropout: float = 0.0,
-) -> ResNet:
+) -> "Network":
     """Build `arch` (optionally with `blocks` overriding its per-stage block counts)."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
-    block, layers = ARCHITECTURES[arch]
+    if arch == "resnet9":
+        _check_resnet9_args(stem, blocks)
+        _check_args([1, 1, 1, 1], num_classes, width, stem, dropout, block_dropout)
+        return ResNet9(num_classes, width, dropout, block_dropout)
+    block, layers = STAGED_LAYOUTS[arch]
     return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout, block_dropout)
+
+
+def _check_resnet9_args(stem: str, blocks: Optional[Sequence[int]]) -> None:
+    """ResNet-9's layout is fixed and made for 32x32 inputs."""
+    if stem != "cifar":
+        raise UserError(f"resnet9 takes only the cifar stem (its prep convolution), got stem {stem!r}")
+    if blocks is not None:
+        raise UserError(f"resnet9 has a fixed layout; blocks applies to the four-stage ResNets, got {list(blocks)}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,14 +15,14 @@ from torch import nn
 
 from ..config import ModelParams
 from .pretrained import load_pretrained
-from .resnet import ResNet, build_model
+from .resnet import Network, build_model
 
 HEAD = ("dropout", "fc")
 
 
 @dataclass
 class PreparedModel:
-    model: ResNet
+    model: Network
     notes: list[str]  # one line each, for the stage to print
     backbone: tuple[str, ...]  # top-level modules of the backbone (frozen or not)
 
@@ -37,7 +37,7 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def freeze_backbone(model: ResNet, modules: Iterable[str]) -> None:
+def freeze_backbone(model: Network, modules: Iterable[str]) -> None:
     """Stop `modules` learning: no gradients, and eval mode even while the model trains, so
     their BatchNorm layers keep their running statistics (see ResNet.train)."""
     modules = tuple(modules)
