@@ -36,12 +36,12 @@ from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # 
 # Each variant changes one knob of the recipe (the base) at a time.
 VARIANTS = {
     "base": [],
-    "lr0.4": ["train.max_lr=0.4"],
-    "ep43": ["train.epochs=43"],
-    "ls0.2": ["train.label_smoothing=0.2"],
-    "b512_lr0.4": ["train.batch_size=512", "train.max_lr=0.4"],
+    "lr0.2": ["train.max_lr=0.2"],
+    "lr0.8": ["train.max_lr=0.8"],
+    "ep22": ["train.epochs=22"],
+    "b256_lr0.2": ["train.batch_size=256", "train.max_lr=0.2"],
     "wd1e-3": ["train.weight_decay=0.001"],
-    "lr0.1": ["train.max_lr=0.1"],
+    "ls0.2": ["train.label_smoothing=0.2"],
     "erasing0.5": ["train.augment.erasing.p=0.5"],
 }
 
