@@ -151,6 +151,27 @@ def test_a_frozen_backbone_does_not_change_in_a_training_step(torchvision_file):
     assert any("backbone frozen" in note for note in prepared.notes)
 
 
+def test_resnet9_loads_its_own_weights_and_freezes_its_backbone(tmp_path):
+    # No torchvision weights exist for ResNet-9: a state dict saved from one (another class
+    # count here) is its pretrained source, and the backbone/head split is by the same names.
+    source = build_model("resnet9", 100, width=8)
+    torch.save(source.state_dict(), tmp_path / "resnet9.pt")
+    params = ModelParams(arch="resnet9", width=8, pretrained=str(tmp_path / "resnet9.pt"), freeze="backbone")
+    prepared = prepare_model(params, num_classes=10)
+    model = prepared.model
+    assert prepared.backbone == ("conv1", "bn1", "layer1", "layer2", "layer3")
+    torch.testing.assert_close(model.layer3[2].conv2[0].weight, source.layer3[2].conv2[0].weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(parameter_groups(model, 5e-4), "sgd", lr=0.1)
+    model.train()
+    assert not model.layer1.training and model.fc.training
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])} == {"fc"}
+
+
 def test_backbone_lr_scale_puts_the_backbone_in_a_slower_group():
     model = build_model("resnet18", 10, width=8)
     groups = parameter_groups(model, 5e-4, lr_scale=backbone_lr_scale(("conv1", "bn1", "layer1"), 0.1))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .freezable import FreezableNetwork
 from .resnet9 import ResNet9
 
 STEMS = ("cifar", "imagenet")
@@ -95,15 +96,8 @@ class Bottleneck(nn.Module):
 Block = Union[type[BasicBlock], type[Bottleneck]]
 
 
-class ResNet(nn.Module):
-    """A four-stage ResNet; `stem` picks the CIFAR (3x3, no pool) or ImageNet (7x7 + pool) entry.
-
-    `frozen_modules` names top-level children kept in eval mode even when the model trains
-    (set by `freeze_backbone`): frozen BatchNorm layers then keep their running statistics.
-    """
-
-    # Python-side training state, not part of the TorchScript model.
-    __jit_ignored_attributes__ = ["frozen_modules"]
+class ResNet(FreezableNetwork):
+    """A four-stage ResNet; `stem` picks the CIFAR (3x3, no pool) or ImageNet (7x7 + pool) entry."""
 
     def __init__(
         self,
@@ -117,7 +111,6 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_args(layers, num_classes, width, stem, dropout, block_dropout)
-        self.frozen_modules: tuple[str, ...] = ()
         self.block_dropout = block_dropout
         self.inplanes = width
         if stem == "cifar":
@@ -159,13 +152,6 @@ class ResNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.constant_(module.weight, 1)
                 nn.init.constant_(module.bias, 0)
-
-    def train(self, mode: bool = True) -> "ResNet":
-        """As nn.Module.train, but the frozen modules stay in eval mode (no BN statistics updates)."""
-        super().train(mode)
-        for name in self.frozen_modules:
-            getattr(self, name).eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

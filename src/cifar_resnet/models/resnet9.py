@@ -5,8 +5,8 @@ it; stages 1 and 3 add a residual unit of two 3x3 convolutions. At `width` c the
 are c (prep), 2c, 4c, 8c; c = 64 is the published network (6.6 M parameters).
 
 Against ResNet18 it spends its arithmetic at lower resolutions: one convolution at 32x32,
-then pooling. Per operation that runs faster on CPUs and GPUs alike, and per second of
-training it learns more (docs/performance.md, "ResNet-9"). The top-level module names
+then pooling. On a CPU that runs faster per multiply-add, and per minute of training it
+learns more (docs/performance.md, "The recipe now: ResNet-9 width 32"). The top-level module names
 (conv1, bn1, relu, layer1-3, dropout, fc) follow ResNet's, so Grad-CAM layer paths, the
 backbone/head split and the checkpoint format work unchanged. There are no torchvision
 weights for it: model.pretrained takes only a state dict saved from a ResNet-9.
@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .freezable import FreezableNetwork
 
 # Page's network scales its logits by 1/8: with the initial weights' large outputs,
 # unscaled logits start the softmax saturated, and the high learning rates it trains at
@@ -57,14 +59,11 @@ def stage(in_planes: int, planes: int, residual: bool, block_dropout: float) -> 
     return nn.Sequential(*layers)
 
 
-class ResNet9(nn.Module):
-    """ResNet-9 for 32x32 images; `frozen_modules` as in ResNet (kept in eval mode while training)."""
-
-    __jit_ignored_attributes__ = ["frozen_modules"]
+class ResNet9(FreezableNetwork):
+    """ResNet-9 for 32x32 images."""
 
     def __init__(self, num_classes: int, width: int = 64, dropout: float = 0.0, block_dropout: float = 0.0) -> None:
         super().__init__()
-        self.frozen_modules: tuple[str, ...] = ()
         # The prep convolution keeps ResNet's stem names (conv1, bn1, relu).
         self.conv1 = nn.Conv2d(3, width, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -76,13 +75,6 @@ class ResNet9(nn.Module):
         self.dropout = nn.Dropout(p=dropout)  # stateless: adds no state_dict keys
         self.fc = nn.Linear(width * 8, num_classes)
         self.logit_scale = LOGIT_SCALE  # an attribute, which TorchScript reads (not a global)
-
-    def train(self, mode: bool = True) -> "ResNet9":
-        """As nn.Module.train, but the frozen modules stay in eval mode (no BN statistics updates)."""
-        super().train(mode)
-        for name in self.frozen_modules:
-            getattr(self, name).eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -39,7 +39,7 @@ def _has_state(module: nn.Module) -> bool:
 
 def freeze_backbone(model: Network, modules: Iterable[str]) -> None:
     """Stop `modules` learning: no gradients, and eval mode even while the model trains, so
-    their BatchNorm layers keep their running statistics (see ResNet.train)."""
+    their BatchNorm layers keep their running statistics (see FreezableNetwork.train)."""
     modules = tuple(modules)
     for name in modules:
         for parameter in getattr(model, name).parameters():
