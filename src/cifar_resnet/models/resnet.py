@@ -1,5 +1,7 @@
 """ResNet-18/34/50 for 32x32 images, with torchvision's module and parameter names.
 
+build_model also builds ResNet-9 (resnet9.py), which has a fixed three-stage layout.
+
 The names match torchvision.models.resnet exactly, so with stem="imagenet" and width=64
 a torchvision state_dict loads into these models (and vice versa) unchanged. Dropout, in
 the blocks or before the classifier, is stateless and adds no state_dict keys.
@@ -209,6 +211,7 @@ def build_model(
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
     if arch == "resnet9":
         _check_resnet9_args(stem, blocks)
+        # The shared checks of width, classes and dropouts; its layout is fixed, so any valid one stands in.
         _check_args([1, 1, 1, 1], num_classes, width, stem, dropout, block_dropout)
         return ResNet9(num_classes, width, dropout, block_dropout)
     block, layers = STAGED_LAYOUTS[arch]
