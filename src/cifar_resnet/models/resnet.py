@@ -1,10 +1,9 @@
 """ResNet-18/34/50 for 32x32 images, with torchvision's module and parameter names.
 
-build_model also builds ResNet-9 (resnet9.py), which has a fixed three-stage layout.
-
 The names match torchvision.models.resnet exactly, so with stem="imagenet" and width=64
 a torchvision state_dict loads into these models (and vice versa) unchanged. Dropout, in
 the blocks or before the classifier, is stateless and adds no state_dict keys.
+build_model also builds ResNet-9 (resnet9.py), whose three-stage layout is fixed.
 """
 
 from __future__ import annotations
