@@ -161,11 +161,13 @@ class ResNet(FreezableNetwork):
         return self.fc(self.dropout(x))
 
 
-def _check_args(layers: Sequence[int], num_classes: int, width: int, stem: str, dropout: float, block_dropout: float) -> None:
-    """Reject impossible shapes up front with one line, not a deep torch error."""
+def _check_args(
+    layers: Optional[Sequence[int]], num_classes: int, width: int, stem: str, dropout: float, block_dropout: float
+) -> None:
+    """Reject impossible shapes up front with one line, not a deep torch error (`layers` None: a fixed layout)."""
     if stem not in STEMS:
         raise UserError(f"unknown stem {stem!r} (valid: {', '.join(STEMS)})")
-    if len(layers) != 4 or any(int(n) < 1 for n in layers):
+    if layers is not None and (len(layers) != 4 or any(int(n) < 1 for n in layers)):
         raise UserError(f"blocks must be four positive integers (one per stage), got {list(layers)}")
     if width < 1:
         raise UserError(f"width must be a positive integer, got {width}")
@@ -210,8 +212,7 @@ def build_model(
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
     if arch == "resnet9":
         _check_resnet9_args(stem, blocks)
-        # The shared checks of width, classes and dropouts; its layout is fixed, so any valid one stands in.
-        _check_args([1, 1, 1, 1], num_classes, width, stem, dropout, block_dropout)
+        _check_args(None, num_classes, width, stem, dropout, block_dropout)
         return ResNet9(num_classes, width, dropout, block_dropout)
     block, layers = STAGED_LAYOUTS[arch]
     return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout, block_dropout)
