@@ -52,7 +52,7 @@ from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command
 from cifar_resnet.models import count_parameters, prepare_model
 from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch
-from cifar_resnet.training.run import assemble_run
+from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
 SEED001_AUGMENT = {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
@@ -410,6 +410,8 @@ def fit_run(train: ImageSet, test: ImageSet, cfg, model_cfg, device: torch.devic
     seed_everything(0)
     classes = int(train.labels.max()) + 1
     model = prepare_model(model_cfg, classes).model
+    if model_cfg.pretrained is None:
+        fit_data_dependent_layers(model, train)
     # The test split stands in for validation: the report measures time to a test accuracy.
     run = assemble_run(model, train, test, cfg, 0, device, classes, info)
     run.eval_batch_size = 1024

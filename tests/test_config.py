@@ -49,6 +49,11 @@ def test_repository_params_spell_out_every_key():
         ({"model": {"arch": "resnet9", "blocks": [1, 1, 1, 1]}}, "model: resnet9 has a fixed layout"),
         ({"model": {"arch": "resnet9", "pretrained": "imagenet"}}, "model: torchvision has no ImageNet weights for resnet9"),
         ({"model": {"arch": "resnet9"}, "gradcam": {"target_layer": "layer4.1"}}, "resnet9 has three stages; use auto or layer3"),
+        ({"model": {"arch": "airbench", "stem": "imagenet"}}, "model: airbench takes only stem cifar"),
+        ({"model": {"arch": "airbench", "blocks": [1, 1, 1, 1]}}, "model: airbench has a fixed layout"),
+        ({"model": {"arch": "airbench", "pretrained": "imagenet"}}, "model: torchvision has no ImageNet weights for airbench"),
+        ({"model": {"arch": "airbench"}, "gradcam": {"target_layer": "layer4"}}, "airbench has three stages; use auto or layer3"),
+        ({"train": {"norm_lr_scale": 0}}, "train.norm_lr_scale = 0"),
     ],
 )
 def test_bad_params_name_the_key_the_value_and_what_is_allowed(raw, expected):

@@ -89,15 +89,19 @@ def test_each_format_loaded_from_its_file_matches_eager(name, model, inputs, exp
     assert check_exports(model, {name: loaded}, inputs, ATOL) == {name: diff}
 
 
-def test_resnet9_exports_in_every_format_and_matches_eager(inputs, tmp_path) -> None:
-    # Its max-pools and scaled logits must survive TorchScript, torch.export and ONNX.
+@pytest.mark.parametrize("arch", ["resnet9", "airbench"])
+def test_fixed_layouts_export_in_every_format_and_match_eager(arch, inputs, tmp_path) -> None:
+    # Their max-pools, GELUs, whitening layer and scaled logits must survive TorchScript,
+    # torch.export and ONNX.
     torch.manual_seed(0)
-    resnet9 = build_model("resnet9", 10, width=8)
+    network = build_model(arch, 10, width=8)
+    if arch == "airbench":
+        network.fit_whitening(torch.randn(16, 3, 32, 32))
     with torch.no_grad():
-        resnet9(torch.randn(8, 3, 32, 32))  # training mode: moves the BatchNorm statistics
-    resnet9.eval()
-    loaded = load_exports(write_exports(resnet9, inputs, tmp_path, onnx=True))
-    diffs = check_exports(resnet9, loaded, inputs, ATOL)
+        network(torch.randn(8, 3, 32, 32))  # training mode: moves the BatchNorm statistics
+    network.eval()
+    loaded = load_exports(write_exports(network, inputs, tmp_path, onnx=True))
+    diffs = check_exports(network, loaded, inputs, ATOL)
     assert set(diffs) == set(EXPORT_FILES) and max(diffs.values()) < ATOL
 
 

@@ -79,7 +79,7 @@ def test_resolve_layer(model: torch.nn.Module) -> None:
         assert "layer4" in str(info.value) and "fc" in str(info.value)
 
 
-@pytest.mark.parametrize("arch, stem", [("resnet18", "cifar"), ("resnet18", "imagenet"), ("resnet9", "cifar")])
+@pytest.mark.parametrize("arch, stem", [("resnet18", "cifar"), ("resnet18", "imagenet"), ("resnet9", "cifar"), ("airbench", "cifar")])
 def test_auto_target_layer_is_the_deepest_with_a_map(arch: str, stem: str) -> None:
     layer = resolve_target_layer("auto", stem, arch)
     blocks = [1, 1, 1, 1] if arch == "resnet18" else None

@@ -65,7 +65,7 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet9"] = "resnet34"
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet9", "airbench"] = "resnet34"
     width: int = Field(64, ge=1, le=1024)
     stem: Literal["cifar", "imagenet"] = "cifar"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -76,15 +76,16 @@ class ModelParams(_Section):
     freeze: Literal["none", "backbone"] = "none"
 
     @model_validator(mode="after")
-    def _resnet9_layout_is_fixed(self) -> "ModelParams":
-        # ResNet-9 has one layout, made for 32x32 images, and torchvision has no weights for it.
-        if self.arch == "resnet9":
+    def _fixed_layouts_are_fixed(self) -> "ModelParams":
+        # ResNet-9 and airbench have one layout each, made for 32x32 images, and torchvision
+        # has no weights for them.
+        if self.arch in ("resnet9", "airbench"):
             if self.stem != "cifar":
-                raise ValueError("resnet9 takes only stem cifar (its own 3x3 prep convolution)")
+                raise ValueError(f"{self.arch} takes only stem cifar (its own input layer)")
             if self.blocks is not None:
-                raise ValueError("resnet9 has a fixed layout; blocks applies to resnet18, resnet34 and resnet50")
+                raise ValueError(f"{self.arch} has a fixed layout; blocks applies to resnet18, resnet34 and resnet50")
             if self.pretrained == "imagenet":
-                raise ValueError("torchvision has no ImageNet weights for resnet9; use a state dict file or null")
+                raise ValueError(f"torchvision has no ImageNet weights for {self.arch}; use a state dict file or null")
         return self
 
 
@@ -154,6 +155,8 @@ class TrainParams(_Section):
     weight_decay: float = Field(5.0e-4, ge=0.0)
     backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)  # LR multiplier of a pretrained backbone (seed 002)
     decay_norm_and_bias: bool = True
+    # LR multiplier of BatchNorm parameters, their weight decay divided by it (airbench: 64).
+    norm_lr_scale: float = Field(1.0, gt=0.0, le=1024.0)
     l1: float = Field(0.0, ge=0.0)
     scheduler: Literal["onecycle", "step", "plateau", "cosine", "none"] = "onecycle"
     div_factor: float = Field(25.0, ge=1.0)
@@ -213,7 +216,7 @@ class GradcamParams(_Section):
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
     # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1) and in resnet9
-    # (which has three stages).
+    # and airbench (which have three stages).
     target_layer: str = "auto"
 
 
@@ -230,8 +233,8 @@ class Params(_Section):
     def _cam_layer_has_a_map(self) -> "Params":
         # Caught here, when any stage starts, rather than by the gradcam stage after training.
         layer = self.gradcam.target_layer
-        if self.model.arch == "resnet9" and (layer == "layer4" or layer.startswith("layer4.")):
-            raise ValueError(f"gradcam.target_layer {layer}: resnet9 has three stages; use auto or layer3")
+        if self.model.arch in ("resnet9", "airbench") and (layer == "layer4" or layer.startswith("layer4.")):
+            raise ValueError(f"gradcam.target_layer {layer}: {self.model.arch} has three stages; use auto or layer3")
         if self.model.stem == "imagenet" and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(
                 f"gradcam.target_layer {layer} is 1x1 on 32x32 images with model.stem imagenet, too small for a "

@@ -51,11 +51,11 @@ def resolve_target_layer(name: str, stem: str, arch: str) -> str:
 
     That is layer4 (4x4) with the CIFAR stem; the ImageNet stem downsamples 32x, so its
     layer4 is 1x1 and layer3 (2x2) is the deepest usable one. ResNet-9's last stage is
-    layer3 (4x4). Other names pass through.
+    layer3 (4x4), airbench's layer3 (3x3). Other names pass through.
     """
     if name != "auto":
         return name
-    return "layer3" if stem == "imagenet" or arch == "resnet9" else "layer4"
+    return "layer3" if stem == "imagenet" or arch in ("resnet9", "airbench") else "layer4"
 
 
 def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""ResNet architectures, pretrained weights, model summaries and the final-model file format."""
+"""ResNet architectures, airbench, pretrained weights, model summaries and the final-model file format."""
 
+from .airbench import AirbenchNet
 from .io import load_model, save_model, save_weights
 from .pretrained import IMAGENET, imagenet_file, load_pretrained, transfer_state
 from .resnet import (
@@ -18,6 +19,7 @@ from .transfer import PreparedModel, backbone_lr_scale, backbone_modules, freeze
 
 __all__ = [
     "ARCHITECTURES",
+    "AirbenchNet",
     "IMAGENET",
     "BasicBlock",
     "Bottleneck",

@@ -3,7 +3,8 @@
 The names match torchvision.models.resnet exactly, so with stem="imagenet" and width=64
 a torchvision state_dict loads into these models (and vice versa) unchanged. Dropout, in
 the blocks or before the classifier, is stateless and adds no state_dict keys.
-build_model also builds ResNet-9 (resnet9.py), whose three-stage layout is fixed.
+build_model also builds ResNet-9 (resnet9.py) and the patch-whitened airbench network
+(airbench.py), whose three-stage layouts are fixed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .airbench import AirbenchNet
 from .freezable import FreezableNetwork
 from .resnet9 import ResNet9
 
@@ -185,12 +187,14 @@ STAGED_LAYOUTS: dict[str, tuple[Block, list[int]]] = {
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-# ... and every architecture build_model accepts: those plus ResNet-9 (resnet9.py).
-ARCHITECTURES: tuple[str, ...] = (*STAGED_LAYOUTS, "resnet9")
+# ... the three-stage networks with one fixed layout each ...
+FIXED_LAYOUTS: dict[str, type] = {"resnet9": ResNet9, "airbench": AirbenchNet}
+# ... and every architecture build_model accepts.
+ARCHITECTURES: tuple[str, ...] = (*STAGED_LAYOUTS, *FIXED_LAYOUTS)
 
 
-# What build_model returns: the two classes share their top-level module names.
-Network = Union[ResNet, ResNet9]
+# What build_model returns: the classes share their top-level module names where they can.
+Network = Union[ResNet, ResNet9, AirbenchNet]
 
 
 def list_models() -> list[str]:
@@ -210,20 +214,20 @@ def build_model(
     """Build `arch` (optionally with `blocks` overriding its per-stage block counts)."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
-    if arch == "resnet9":
-        _check_resnet9_args(stem, blocks)
+    if arch in FIXED_LAYOUTS:
+        _check_fixed_layout_args(arch, stem, blocks)
         _check_args(None, num_classes, width, stem, dropout, block_dropout)
-        return ResNet9(num_classes, width, dropout, block_dropout)
+        return FIXED_LAYOUTS[arch](num_classes, width, dropout, block_dropout)
     block, layers = STAGED_LAYOUTS[arch]
     return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout, block_dropout)
 
 
-def _check_resnet9_args(stem: str, blocks: Optional[Sequence[int]]) -> None:
-    """ResNet-9's layout is fixed and made for 32x32 inputs."""
+def _check_fixed_layout_args(arch: str, stem: str, blocks: Optional[Sequence[int]]) -> None:
+    """ResNet-9's and airbench's layouts are fixed and made for 32x32 inputs."""
     if stem != "cifar":
-        raise UserError(f"resnet9 takes only the cifar stem (its prep convolution), got stem {stem!r}")
+        raise UserError(f"{arch} takes only the cifar stem (its own input layer), got stem {stem!r}")
     if blocks is not None:
-        raise UserError(f"resnet9 has a fixed layout; blocks applies to the four-stage ResNets, got {list(blocks)}")
+        raise UserError(f"{arch} has a fixed layout; blocks applies to the four-stage ResNets, got {list(blocks)}")
 
 
 def count_parameters(model: nn.Module) -> int:

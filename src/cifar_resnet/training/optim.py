@@ -12,21 +12,30 @@ def parameter_groups(
     weight_decay: float,
     decay_norm_and_bias: bool = True,
     lr_scale: Optional[Callable[[str], float]] = None,
+    norm_lr_scale: float = 1.0,
 ) -> list[dict]:
     """Trainable parameters in groups. With decay_norm_and_bias=False, BatchNorm weights and all
     biases (every 1-D parameter) get no weight decay, a common refinement for ResNets. `lr_scale`
     maps a parameter name to an LR multiplier (e.g. 0.1 for a pretrained backbone); parameters
-    with another multiplier go to another group, which carries it as `lr_scale`."""
-    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    with another multiplier go to another group, which carries it as `lr_scale`.
+
+    `norm_lr_scale` multiplies the LR of BatchNorm parameters and divides their weight decay,
+    so that their decay per step (LR x weight decay) stays as it was: airbench's 64x on its
+    BatchNorm shifts, which otherwise learn too slowly at the LR the convolutions need.
+    """
+    norm = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    groups: dict[tuple[bool, float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue  # frozen: the optimiser never sees it
         decayed = decay_norm_and_bias or parameter.ndim > 1
         scale = lr_scale(name) if lr_scale is not None else 1.0
-        groups.setdefault((decayed, scale), []).append(parameter)
+        boost = norm_lr_scale if id(parameter) in norm else 1.0
+        groups.setdefault((decayed, scale * boost, boost), []).append(parameter)
     return [
-        {"params": params, "weight_decay": weight_decay if decayed else 0.0, **({"lr_scale": scale} if scale != 1.0 else {})}
-        for (decayed, scale), params in groups.items()
+        {"params": params, "weight_decay": weight_decay / boost if decayed else 0.0,
+         **({"lr_scale": scale} if scale != 1.0 else {})}
+        for (decayed, scale, boost), params in groups.items()
     ]
 
 

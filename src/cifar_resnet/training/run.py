@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 
 from ..config import Params, TrainParams
@@ -91,11 +92,28 @@ def assemble_run(
                               num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
     val_images, val_labels = make_eval_tensors(val_set, mean, std)
     model = model.to(device)
-    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale, cfg.norm_lr_scale)
     optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov, cfg.optimizer_kernels, device)
     schedule = build_schedule(optimizer, cfg, len(feeder))
     return TrainingRun(model, feeder, val_images, val_labels, optimizer, schedule, cfg, device, seed, mean, std,
                        num_classes, dist_info)
+
+
+# Airbench's whitening input layer is fitted to the patches of this many training images
+# (Jordan's figure): enough for a stable 12x12 covariance, a second of work.
+WHITENING_IMAGES = 5000
+
+
+def fit_data_dependent_layers(model: torch.nn.Module, train_set: ImageSet) -> Optional[str]:
+    """Fit the layers a model computes from its training images instead of learning them
+    (airbench's whitening input layer): from the first WHITENING_IMAGES of `train_set`,
+    normalised as the network sees them. Returns a line saying so, or None if it has none."""
+    if not hasattr(model, "fit_whitening"):
+        return None
+    sample = train_set.subset(np.arange(min(len(train_set), WHITENING_IMAGES)))
+    images, _ = make_eval_tensors(sample, *channel_stats(train_set.images))
+    model.fit_whitening(images)
+    return f"input layer whitened on the 2x2 patches of {len(sample)} training images"
 
 
 def run_key(params: Params, code: list[Path], data: list[Path], code_root: Path) -> dict[str, Any]:
@@ -205,6 +223,8 @@ def start_run(
     if device.type == "cuda" and dist_info.active:
         device = torch.device("cuda", dist_info.local_rank)
     prepared = prepare_model(params.model, len(classes))
+    if params.model.pretrained is None:
+        prepared.notes += filter(None, [fit_data_dependent_layers(prepared.model, train_set)])
     summary = model_summary(prepared.model)
     if dist_info.is_main:
         for note in prepared.notes:
