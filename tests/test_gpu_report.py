@@ -73,18 +73,18 @@ def test_recipe_sweep_scores_each_variant_on_held_out_training_images(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     script = [sys.executable, str(ROOT / "benchmarks" / "recipe_sweep.py"), "--source", str(cifar), "--device", "cpu",
               "--epochs", "1", "--val", "20"]
-    finished = subprocess.run(script + ["--out", str(tmp_path / "s.json"), "--only", "base", "lr0.2"],
+    finished = subprocess.run(script + ["--out", str(tmp_path / "s.json"), "--only", "base", "crop2"],
                               capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
     assert "60 train / 20 validation images" in finished.stdout  # 80 train/ images, 20 held out; test/ unused
     rows = json.loads((tmp_path / "s.json").read_text())
     assert [(row["name"], row["overrides"], row["epochs"]) for row in rows] == [
-        ("base", [], 1), ("lr0.2", ["train.max_lr=0.2"], 1)]
-    # The recipe's own network (cpu: ResNet-9 at width 32), not params.yaml's default ResNet34 at width 64.
+        ("base", [], 1), ("crop2", ["train.augment.crop_padding=2"], 1)]
+    # The recipe's own network (cpu: airbench at width 64), not params.yaml's default ResNet34 at width 64.
     recipe = ROOT / "recipes" / "cpu.yaml"
     settings = [f"{key}={json.dumps(value)}" for key, value in yaml.safe_load(recipe.read_text())["set"].items()]
     model_cfg = validate_params(apply_overrides(parse_yaml((ROOT / "params.yaml").read_text()), settings)).model
-    assert (model_cfg.arch, model_cfg.width) == ("resnet9", 32)
+    assert (model_cfg.arch, model_cfg.width) == ("airbench", 64)
     assert all(row["parameters"] == count_parameters(prepare_model(model_cfg, 2).model) for row in rows)
     assert all(row["final_val_acc"] in {k / 20 for k in range(21)} for row in rows)  # a share of the 20 images
 
