@@ -64,6 +64,11 @@ class DataParams(_Section):
         return self
 
 
+# The networks with one fixed three-stage layout for 32x32 images (models/resnet9.py,
+# models/airbench.py): no ImageNet stem, no blocks, no torchvision weights, no layer4.
+FIXED_LAYOUT_ARCHS = ("resnet9", "airbench")
+
+
 class ModelParams(_Section):
     arch: Literal["resnet18", "resnet34", "resnet50", "resnet9", "airbench"] = "resnet34"
     width: int = Field(64, ge=1, le=1024)
@@ -79,7 +84,7 @@ class ModelParams(_Section):
     def _fixed_layouts_are_fixed(self) -> "ModelParams":
         # ResNet-9 and airbench have one layout each, made for 32x32 images, and torchvision
         # has no weights for them.
-        if self.arch in ("resnet9", "airbench"):
+        if self.arch in FIXED_LAYOUT_ARCHS:
             if self.stem != "cifar":
                 raise ValueError(f"{self.arch} takes only stem cifar (its own input layer)")
             if self.blocks is not None:
@@ -233,7 +238,7 @@ class Params(_Section):
     def _cam_layer_has_a_map(self) -> "Params":
         # Caught here, when any stage starts, rather than by the gradcam stage after training.
         layer = self.gradcam.target_layer
-        if self.model.arch in ("resnet9", "airbench") and (layer == "layer4" or layer.startswith("layer4.")):
+        if self.model.arch in FIXED_LAYOUT_ARCHS and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(f"gradcam.target_layer {layer}: {self.model.arch} has three stages; use auto or layer3")
         if self.model.stem == "imagenet" and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(

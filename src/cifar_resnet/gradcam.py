@@ -20,6 +20,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from .config import FIXED_LAYOUT_ARCHS
 from .data.arrays import IMAGE_SHAPE, ImageSet
 from .errors import UserError
 from .fileio import atomic_path
@@ -55,7 +56,7 @@ def resolve_target_layer(name: str, stem: str, arch: str) -> str:
     """
     if name != "auto":
         return name
-    return "layer3" if stem == "imagenet" or arch in ("resnet9", "airbench") else "layer4"
+    return "layer3" if stem == "imagenet" or arch in FIXED_LAYOUT_ARCHS else "layer4"
 
 
 def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> tuple[int, int]:
