@@ -14,6 +14,7 @@ from cifar_resnet.training import (
     channel_stats, check_divergence, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
 )
 from cifar_resnet.training.augment import MixedBatch
+from cifar_resnet.training.feeding import chunk_batches
 from cifar_resnet.training.run import assemble_run
 
 
@@ -311,6 +312,39 @@ def test_device_feeder_batches_are_normalised_augmented_and_repeatable():
     assert first[0].images.shape == (32, 3, 32, 32) and first[0].images.dtype == torch.float32
     assert all(torch.equal(a.images, b.images) for a, b in zip(first, again))
     assert not torch.equal(first[0].images, next(feeder.epoch(2)).images)
+
+
+def ops_dispatched(work) -> int:
+    """How many torch operators `work()` dispatches: each is a kernel launch's worth of host time on a GPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        work()
+    return Counter.count
+
+
+def test_device_feeder_host_work_per_batch_shrinks_with_the_chunk():
+    """Augmenting many batches at once pays the host's per-op cost once per chunk, not per batch."""
+    images = toy_images(512)
+    augment = train_cfg(augment={"affine": {"p": 0.5}, "erasing": {"p": 0.5}}).augment  # seed 001's set, no mixing
+    make = lambda chunk: DeviceFeeder(images, augment, [0.5] * 3, [0.25] * 3, 16, seed=1, device=torch.device("cpu"),
+                                      chunk_images=chunk)
+    per_batch = ops_dispatched(lambda: list(make(None).epoch(1))) / 32  # the CPU's default: one batch a chunk
+    assert make(None).chunk_batches == 1 and chunk_batches(16, torch.device("cuda")) == 8192 // 16
+    chunked = make(512)  # as on a GPU
+    assert chunked.chunk_batches == 32
+    per_batch_chunked = ops_dispatched(lambda: list(chunked.epoch(1))) / 32
+    assert per_batch_chunked < per_batch / 8, (per_batch, per_batch_chunked)
+    batches = list(chunked.epoch(1))
+    assert [len(b.images) for b in batches] == [16] * 32
+    assert torch.equal(torch.cat([b.labels_a for b in batches]), torch.cat([b.labels_a for b in make(None).epoch(1)]))
 
 
 @pytest.mark.parametrize("on_device", [False, True], ids=["loader", "device"])

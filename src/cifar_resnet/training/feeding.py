@@ -3,13 +3,14 @@
 Both feeders give the same interface: `len(feeder)` batches per epoch and
 `feeder.epoch(n)` yielding normalised batches, already CutMix/MixUp-mixed, as
 `MixedBatch(images, labels_a, labels_b, lam)`. Their order, augmentation and mixing
-depend only on (seed, epoch, step), so a resumed run sees the same batches.
+depend only on the seed, the epoch and the batch's place in it, so a resumed run sees
+the same batches.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
-from .augment import MixedBatch, augment_batch, build_image_transform, derive_seed, mix_batch
+from .augment import MixedBatch, augment_batch, build_image_transform, derive_seed, mix_batch, to_device
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -142,16 +143,42 @@ class LoaderFeeder:
         return iter(self.loader)
 
 
+# Images the device feeder augments in one go on a GPU. Building one batch at a time cost
+# the host a few dozen small ops per batch (random draws, their copies, the crop's gather,
+# the warp), and on a GPU the training step is host-bound: the H200 spent 17-30% of each
+# ResNet18 step there (docs/performance.md). A chunk of many batches pays those ops once;
+# 8192 CIFAR images are 100 MB as float32, small beside a GPU's memory. On the CPU there is
+# no launch cost to save, and a chunk that large falls out of the caches: one batch at a
+# time fed 36,000 images/s against 22,000 (crop + flip, batch 512, 2 cores).
+AUGMENT_CHUNK_IMAGES = 8192
+
+
+def chunk_batches(batch_size: int, device: torch.device, chunk_images: Optional[int] = None) -> int:
+    """How many whole batches the device feeder augments at once (at least one).
+
+    chunk_images None: AUGMENT_CHUNK_IMAGES on CUDA, one batch elsewhere.
+    """
+    if chunk_images is None:
+        chunk_images = AUGMENT_CHUNK_IMAGES if device.type == "cuda" else batch_size
+    return max(chunk_images // batch_size, 1)
+
+
 class DeviceFeeder:
     """The whole split as one uint8 tensor on the device; every augmentation as batched tensor ops.
 
     The fast path for GPUs (no loader processes, no host-to-device copies per batch).
     Crop, flip, affine and erasing run on 0..1 pixels before normalising, as the
     albumentations pipeline does, so borders are black and noise is clipped in pixel space.
+    On a GPU they run on chunks of many batches at a time, so the host's work per batch
+    (which the GPU waits for) shrinks by that factor. A chunk's draws derive from
+    (seed, epoch, chunk, rank) and each batch's mixing from (seed, epoch, step, rank), so
+    a resumed epoch sees the same batches; with one batch per chunk (the CPU's default)
+    chunk and step coincide.
     """
 
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world_size: int = 1) -> None:
+                 device: torch.device, rank: int = 0, world_size: int = 1,
+                 chunk_images: Optional[int] = None) -> None:
         self.images = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(images.labels.astype(np.int64)).to(device)
         self.augment, self.mean = augment, mean
@@ -161,16 +188,28 @@ class DeviceFeeder:
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         # Drop the partial batch, as the loader does.
         self.batches = max(len(images) // world_size // batch_size, 1)
+        self.chunk_batches = chunk_batches(batch_size, torch.device(device), chunk_images)
+        self.mixes = augment.cutmix.p > 0 or augment.mixup.p > 0
 
     def __len__(self) -> int:
         return self.batches
 
+    def augmented_chunk(self, index: torch.Tensor, epoch: int, chunk: int) -> torch.Tensor:
+        """The normalised, augmented images at `index`: one chunk of an epoch."""
+        seed = derive_seed(self.seed, epoch, chunk, self.rank)
+        pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
+        return (pixels - self.mean_t) / self.std_t
+
     def epoch(self, epoch: int) -> Iterator[MixedBatch]:
         order = shard(epoch_order(len(self.labels), self.seed, epoch), self.rank, self.world_size)
-        order = order.to(self.labels.device)
-        for step in range(self.batches):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            seed = derive_seed(self.seed, epoch, step, self.rank)
-            pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
-            normalised = (pixels - self.mean_t) / self.std_t
-            yield mix(normalised, self.labels[index], self.augment, self.seed, epoch, step, self.rank)
+        order = to_device(order[: self.batches * self.batch_size], self.labels.device)
+        for first in range(0, self.batches, self.chunk_batches):
+            steps = range(first, min(first + self.chunk_batches, self.batches))
+            index = order[first * self.batch_size : steps.stop * self.batch_size]
+            images, labels = self.augmented_chunk(index, epoch, first // self.chunk_batches), self.labels[index]
+            for step in steps:
+                rows = slice((step - first) * self.batch_size, (step - first + 1) * self.batch_size)
+                if self.mixes:
+                    yield mix(images[rows], labels[rows], self.augment, self.seed, epoch, step, self.rank)
+                else:  # no draw to make: skip mix()'s per-batch generator
+                    yield MixedBatch(images[rows], labels[rows], labels[rows], 1.0)
