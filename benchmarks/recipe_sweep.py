@@ -38,6 +38,7 @@ from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # 
 VARIANTS = {
     "base": [],
     "crop2": ["train.augment.crop_padding=2"],
+    "altflip": ["train.augment.hflip=alternate"],
     "ep12": ["train.epochs=12"],
     "w48_ep20": ["model.width=48", "train.epochs=20"],
     "ls0.1": ["train.label_smoothing=0.1"],

@@ -5,6 +5,7 @@ import torch
 
 from cifar_resnet.config import set_dotted, validate_params
 from cifar_resnet.data.arrays import ImageSet
+from cifar_resnet.errors import UserError
 from cifar_resnet.training import build_image_transform, crop_flip_batch, cutmix, derive_seed, mix_batch, mixup
 from cifar_resnet.training.feeding import AugmentedImages
 
@@ -325,3 +326,39 @@ def test_device_feeder_takes_seed_001s_full_recipe_and_resumes_exactly():
     pixels = torch.cat([batch.images for batch in after_two]) * 0.25 + 0.5  # back to the 0..1 scale
     assert torch.isclose(pixels, torch.tensor(0.5)).any()  # holes filled with the mean
     assert (pixels.abs() < 1e-6).any()  # black constant border from crop and affine, as albumentations pads
+
+
+def test_alternating_flips_mirror_a_random_half_then_the_other_half():
+    from cifar_resnet.training import alternating_flips
+
+    first, second, third = (alternating_flips(2000, seed=5, epoch=e) for e in (1, 2, 3))
+    assert 900 < int(first.sum()) < 1100  # a random half
+    assert torch.equal(second, ~first) and torch.equal(third, first)  # every image the other way each epoch
+    assert not torch.equal(first, alternating_flips(2000, seed=6, epoch=1))
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "device"])
+def test_hflip_alternate_shows_every_image_both_ways_in_two_epochs(on_device):
+    """Both feeders mirror the same images: the ones alternating_flips names for the epoch."""
+    from cifar_resnet.training import DeviceFeeder, LoaderFeeder, alternating_flips
+    from cifar_resnet.training.feeding import epoch_order
+
+    rng = np.random.default_rng(0)
+    images = ImageSet(rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 10)
+    cfg = augment(hflip="alternate")
+    assert cfg.hflip == "alternate"
+    make = (lambda: DeviceFeeder(images, cfg, *IDENTITY, 16, seed=2, device=torch.device("cpu"))) if on_device \
+        else (lambda: LoaderFeeder(images, cfg, *IDENTITY, 16, seed=2))
+    source = torch.from_numpy(images.images).permute(0, 3, 1, 2).float() / 255
+    for epoch in (1, 2, 3):
+        fed = torch.cat([batch.images for batch in make().epoch(epoch)])
+        order = epoch_order(48, seed=2, epoch=epoch)
+        flips = alternating_flips(48, seed=2, epoch=epoch)[order]
+        expected = torch.where(flips[:, None, None, None], source[order].flip(3), source[order])
+        assert torch.allclose(fed, expected, atol=1e-6)
+
+
+def test_hflip_takes_true_false_or_alternate_only():
+    assert augment(hflip=True).hflip is True and augment(hflip=False).hflip is False
+    with pytest.raises(UserError, match="hflip"):
+        augment(hflip="sometimes")

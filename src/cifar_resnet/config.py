@@ -131,7 +131,10 @@ class MixParams(_Section):
 class AugmentParams(_Section):
     crop_padding: int = Field(4, ge=0, le=16)
     border_mode: Literal["reflect", "constant", "replicate"] = "reflect"
-    hflip: bool = True
+    # true: each image flipped with probability 1/2 every epoch. "alternate" (Jordan's
+    # airbench): a random half in epoch 1, then each image the other way round than the epoch
+    # before, so every two epochs show every image both ways.
+    hflip: Union[bool, Literal["alternate"]] = True
     affine: AffineParams = AffineParams()
     erasing: ErasingParams = ErasingParams()
     cutmix: MixParams = MixParams()

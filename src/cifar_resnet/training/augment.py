@@ -48,7 +48,7 @@ def build_image_transform(augment: AugmentParams, mean: Sequence[float], std: Se
     if augment.crop_padding > 0:
         size = 32 + 2 * augment.crop_padding
         steps += [A.PadIfNeeded(min_height=size, min_width=size, border_mode=border), A.RandomCrop(height=32, width=32)]
-    if augment.hflip:
+    if augment.hflip is True:  # "alternate" flips the source image instead: see alternating_flips
         steps.append(A.HorizontalFlip(p=0.5))
     if augment.affine.p > 0:
         a = augment.affine
@@ -83,6 +83,18 @@ def crop_flip_batch(images: torch.Tensor, padding: int, hflip: bool, border_mode
         flip = to_device(torch.rand(n, generator=generator) < 0.5, images.device)
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
     return images.contiguous()
+
+
+def alternating_flips(images: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of `images` images `hflip: alternate` mirrors in `epoch` (1-based), as a bool tensor.
+
+    A random half in epoch 1, then the other half: each image flips every other epoch.
+    Both feeders mirror the source image before the rest of the pipeline, which is the
+    same in distribution as flipping after the crop (padding and crop are symmetric) and
+    lets the loader and the device path flip the very same images.
+    """
+    first = torch.rand(images, generator=torch.Generator().manual_seed(derive_seed(seed, 3))) < 0.5
+    return first ^ (epoch % 2 == 0)
 
 
 # grid_sample's padding for each border mode. With align_corners=True "reflection" mirrors
@@ -205,7 +217,7 @@ def augment_batch(images: torch.Tensor, augment: AugmentParams, fill: Sequence[f
     Each step has its own stream derived from `seed`, so switching one on or off leaves the
     draws of the others unchanged.
     """
-    images = crop_flip_batch(images, augment.crop_padding, augment.hflip, augment.border_mode, seed)
+    images = crop_flip_batch(images, augment.crop_padding, augment.hflip is True, augment.border_mode, seed)
     if augment.affine.p > 0:
         images = affine_batch(images, augment.affine, augment.border_mode, derive_seed(seed, 1))
     if augment.erasing.p > 0:

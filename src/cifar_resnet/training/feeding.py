@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentParams
 from ..data.arrays import ImageSet
-from .augment import MixedBatch, augment_batch, build_image_transform, derive_seed, mix_batch, to_device
+from .augment import (
+    MixedBatch, alternating_flips, augment_batch, build_image_transform, derive_seed, mix_batch, to_device,
+)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -78,8 +80,10 @@ class EpochBatches(Sampler):
 class AugmentedImages(Dataset):
     """An ImageSet seen through an albumentations transform, as (CHW float tensor, label)."""
 
-    def __init__(self, images: ImageSet, transform, seed: int) -> None:
+    def __init__(self, images: ImageSet, transform, seed: int, alternate_flips: bool = False) -> None:
         self.images, self.transform, self.seed = images, transform, seed
+        self.alternate_flips = alternate_flips
+        self._flips: tuple[int, np.ndarray] = (0, np.zeros(0, bool))  # (epoch, which images it mirrors)
         # One NumPy and one Python generator shared by every step of the pipeline, reseeded
         # in place per image: a tenth of the cost of transform.set_random_seed(), which
         # builds fresh generators for each step (it was 40% of the loader's time).
@@ -93,12 +97,21 @@ class AugmentedImages(Dataset):
         self._numpy_rng.bit_generator.state = np.random.PCG64(seed).state
         self._python_rng.seed(seed)
 
+    def flips(self, epoch: int) -> np.ndarray:
+        """alternating_flips of this epoch, made once per epoch (per worker)."""
+        if self._flips[0] != epoch:
+            self._flips = (epoch, alternating_flips(len(self.images), self.seed, epoch).numpy())
+        return self._flips[1]
+
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         # Reseeding per image makes the draw independent of which worker runs it and of
         # what ran before: the basis of exact resumption.
         self.reseed(derive_seed(self.seed, epoch, index))
-        image = self.transform(image=self.images.images[index])["image"]
+        image = self.images.images[index]
+        if self.alternate_flips and self.flips(epoch)[index]:
+            image = np.ascontiguousarray(image[:, ::-1])
+        image = self.transform(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.images.labels[index])
 
 
@@ -123,7 +136,7 @@ class LoaderFeeder:
     def __init__(self, images: ImageSet, augment: AugmentParams, mean, std, batch_size: int, seed: int,
                  num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> None:
         self.sampler = EpochBatches(len(images), batch_size, seed, rank, world_size)
-        augmented = AugmentedImages(images, build_image_transform(augment, mean, std), seed)
+        augmented = AugmentedImages(images, build_image_transform(augment, mean, std), seed, augment.hflip == "alternate")
         self.loader = DataLoader(
             MixedBatches(augmented, augment, rank),
             batch_size=None,  # the sampler's keys are whole batches
@@ -194,19 +207,28 @@ class DeviceFeeder:
     def __len__(self) -> int:
         return self.batches
 
-    def augmented_chunk(self, index: torch.Tensor, epoch: int, chunk: int) -> torch.Tensor:
-        """The normalised, augmented images at `index`: one chunk of an epoch."""
+    def augmented_chunk(self, index: torch.Tensor, epoch: int, chunk: int, flips: Optional[torch.Tensor]) -> torch.Tensor:
+        """The normalised, augmented images at `index`: one chunk of an epoch.
+
+        `flips`: the epoch's alternating_flips of every image (hflip: alternate), else None.
+        """
         seed = derive_seed(self.seed, epoch, chunk, self.rank)
-        pixels = augment_batch(self.images[index].float() / 255.0, self.augment, self.mean, seed)
+        images = self.images[index]
+        if flips is not None:
+            images = torch.where(flips[index][:, None, None, None], images.flip(3), images)
+        pixels = augment_batch(images.float() / 255.0, self.augment, self.mean, seed)
         return (pixels - self.mean_t) / self.std_t
 
     def epoch(self, epoch: int) -> Iterator[MixedBatch]:
         order = shard(epoch_order(len(self.labels), self.seed, epoch), self.rank, self.world_size)
         order = to_device(order[: self.batches * self.batch_size], self.labels.device)
+        flips = None
+        if self.augment.hflip == "alternate":
+            flips = to_device(alternating_flips(len(self.labels), self.seed, epoch), self.labels.device)
         for first in range(0, self.batches, self.chunk_batches):
             steps = range(first, min(first + self.chunk_batches, self.batches))
             index = order[first * self.batch_size : steps.stop * self.batch_size]
-            images, labels = self.augmented_chunk(index, epoch, first // self.chunk_batches), self.labels[index]
+            images, labels = self.augmented_chunk(index, epoch, first // self.chunk_batches, flips), self.labels[index]
             for step in steps:
                 rows = slice((step - first) * self.batch_size, (step - first + 1) * self.batch_size)
                 if self.mixes:
