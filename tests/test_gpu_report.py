@@ -57,6 +57,7 @@ def test_quick_cpu_report_covers_every_section(tmp_path):
     tta = report["time_to_accuracy"]
     assert tta["train_images"] == 80 and tta["test_images"] == 20 and tta["classes"] == 2
     assert 0.0 <= tta["best_test_acc"] <= 1.0
+    assert tta["recipe"].startswith("recipes/cpu.yaml: airbench width 4, batch 16")  # the CPU recipe, scaled down
     if tta["reached"]:  # dark against bright is easy: the target may be met before the last epoch
         assert tta["stop_reason"] == "target accuracy" and tta["best_test_acc"] >= 0.99 and tta["seconds_to_target"] > 0
     else:
