@@ -4,13 +4,15 @@
     python benchmarks/train_throughput.py --augment default    # params.yaml's crop + flip only
     python benchmarks/train_throughput.py --arch resnet34 --width 64 --device cuda --workers 8
     python benchmarks/train_throughput.py --batch 256 --precision bf16 --channels-last true
+    python benchmarks/train_throughput.py --arch airbench --width 64 --batch 512 --on-device --augment default \
+        --precision bf16 --channels-last true --compile   # the CPU recipe's step, compiled
 
 Prints images/s of (1) the loader alone with seed 001's full augmentation (or the default
 crop + flip), (2) the bare forward/backward/step on pre-made batches, (3) the real
 `train_one_epoch` fed by the loader (augmentation, CutMix, progress bar, metrics), and
 the ratio (3)/(2). (2) and (3) are each the best of --repeats passes, interleaved, so a
-passing hiccup of the machine does not decide the ratio. --precision and --channels-last
-apply to both (2) and (3): the same autocast dtype and memory format, so the ratio is
+passing hiccup of the machine does not decide the ratio. --precision, --channels-last
+and --compile apply to both (2) and (3): the same autocast dtype and memory format, so the ratio is
 the pipeline's overhead at that setting. It prints figures, with the load average; it
 asserts nothing.
 """
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype of (2) and (3)")
     parser.add_argument("--channels-last", choices=["true", "false"], default="false",
                         help="channels_last model and batches in (2) and (3)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model of (2) and (3) (train.compile)")
     args = parser.parse_args()
     channels_last = args.channels_last == "true"
 
@@ -82,11 +85,13 @@ def main() -> None:
     steps = len(feeder)
     images = steps * args.batch
     scaler = torch.amp.GradScaler(device.type, enabled=False)
+    # The loop trains the compiled wrapper, as fit() does with train.compile.
+    trainable = torch.compile(model) if args.compile else model
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # Warm up: worker start-up, allocator, kernels.
     list(feeder.epoch(0))
-    train_one_epoch(model, run, 0, scaler, precision)
+    train_one_epoch(trainable, run, 0, scaler, precision)  # and, with --compile, compilation
     sync()
 
     loader_rate = images_per_second(lambda: [b for b in feeder.epoch(1)], images)
@@ -99,14 +104,14 @@ def main() -> None:
         model.train()
         for x, y in batches:
             with autocast(device, precision.amp_dtype):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss = torch.nn.functional.cross_entropy(trainable(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         sync()
 
     def full(epoch: int) -> None:
-        train_one_epoch(model, run, epoch, scaler, precision)
+        train_one_epoch(trainable, run, epoch, scaler, precision)
         sync()
 
     load_before = os.getloadavg()
@@ -119,7 +124,7 @@ def main() -> None:
     print(f"{args.arch}{blocks} width {args.width}, batch {args.batch}, {images} images, device {device}, "
           f"{'on-device feeding' if args.on_device else f'{args.workers} loader workers'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"precision {args.precision}, channels_last {channels_last}; load average "
+    print(f"precision {args.precision}, channels_last {channels_last}, compile {args.compile}; load average "
           f"{' '.join(f'{x:.2f}' for x in load_before)} before timing, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{f'loader alone ({args.augment} augmentation):':38}{loader_rate:9.1f} images/s")
     print(f"bare model step:                      {bare_rate:9.1f} images/s")
