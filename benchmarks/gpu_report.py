@@ -174,7 +174,7 @@ class Setting:
     arch: str
     precision: str  # fp32 | bf16 (autocast)
     channels_last: bool
-    compile: bool
+    compile: bool | str  # False, True (the default mode) or a torch.compile mode
     feeding: str  # device | loader
     batch: int
 
@@ -183,11 +183,14 @@ def throughput_grid(mode: Mode, compiled: bool) -> list[Setting]:
     """A subset of arch x precision x channels_last x compile x feeding x batch that fits the budget.
 
     Each comparison changes one thing: fp32 -> bf16 -> channels_last, batch 128 -> 512,
-    on-device -> DataLoader feeding at both corners, and torch.compile at the fastest corner.
+    on-device -> DataLoader feeding at both corners, and torch.compile at the fastest corner,
+    plus CUDA graphs (compile mode reduce-overhead) where the host bounds the step most:
+    ResNet18 at the small batch.
     """
     small, large = mode.batches
     if compiled:
-        return [Setting(arch, "bf16", True, True, "device", large) for arch in ("resnet18", "resnet34")]
+        return [Setting(arch, "bf16", True, True, "device", large) for arch in ("resnet18", "resnet34")] + [
+            Setting("resnet18", "bf16", True, "reduce-overhead", "device", small)]
     grid = []
     for arch in ("resnet18", "resnet34"):
         grid += [
@@ -274,7 +277,9 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
     if precision.channels_last:
         run.model = run.model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    trainable = torch.compile(run.model) if setting.compile else run.model
+    trainable = run.model
+    if setting.compile:
+        trainable = torch.compile(run.model, mode=None if setting.compile is True else setting.compile)
     batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
 
     def run_steps(steps: int) -> None:
@@ -624,13 +629,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: 0 with --quick, else min(8, CPUs - 1))")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the sections (default 8 minutes; start-up and "
                         "a section already running come on top)")
-    parser.add_argument("--reserve", type=float, help="seconds kept for the compiled rows (default 150, 0 with --quick)")
+    parser.add_argument("--reserve", type=float, help="seconds kept for the compiled rows (default 225, 0 with --quick)")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = 0 if args.quick else max(1, min(8, (os.cpu_count() or 2) - 1))
     if args.reserve is None:
-        args.reserve = 0.0 if args.quick else 150.0
+        args.reserve = 0.0 if args.quick else 225.0  # three compiled rows, about 75 s each
     return args
 
 

@@ -54,6 +54,8 @@ def test_repository_params_spell_out_every_key():
         ({"model": {"arch": "airbench", "pretrained": "imagenet"}}, "model: torchvision has no ImageNet weights for airbench"),
         ({"model": {"arch": "airbench"}, "gradcam": {"target_layer": "layer4"}}, "airbench has three stages; use auto or layer3"),
         ({"train": {"norm_lr_scale": 0}}, "train.norm_lr_scale = 0"),
+        ({"train": {"compile": "fast"}}, "train.compile = 'fast'"),
+        ({"train": {"augment": {"hflip": "sometimes"}}}, "train.augment.hflip = 'sometimes'"),
     ],
 )
 def test_bad_params_name_the_key_the_value_and_what_is_allowed(raw, expected):
@@ -127,3 +129,8 @@ def test_params_that_are_not_utf8_are_one_line(tmp_path):
     with pytest.raises(UserError, match=r"not UTF-8 text \(byte 0xe9 at offset 19\)") as caught:
         load_params(path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [False, True, "reduce-overhead", "max-autotune"])
+def test_compile_is_off_on_or_a_torch_compile_mode(value):
+    assert validate_params({"train": {"compile": value}}).train.compile == value

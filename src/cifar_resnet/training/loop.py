@@ -291,7 +291,7 @@ def fit(
 
         trainable = DistributedDataParallel(run.model, device_ids=[dist_info.local_rank] if run.device.type == "cuda" else None)
     if cfg.compile:
-        trainable = torch.compile(trainable)
+        trainable = torch.compile(trainable, mode=None if cfg.compile is True else cfg.compile)
 
     if resume is not None:
         state = _restore(run, scaler, stopper, resume)
