@@ -56,6 +56,8 @@ from recipe import load_recipe, override  # noqa: E402 - a sibling script, not a
 from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # noqa: E402
 from cifar_resnet.data.arrays import ImageSet  # noqa: E402
 from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command  # noqa: E402
+from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
+from cifar_resnet.inference import evaluate_logits  # noqa: E402
 from cifar_resnet.models import count_parameters, prepare_model  # noqa: E402
 from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
 from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
@@ -445,10 +447,17 @@ def fit_run(train: ImageSet, test: ImageSet, cfg, model_cfg, device: torch.devic
         except OutOfTime:
             pass
     trained = [e for e in epochs if e["epoch"] > 0]
+    # The evaluate stage's flip TTA (evaluate.tta) of the last epoch's weights, beside the plain
+    # accuracies fit() measured: not timed, and not what the target is checked against.
+    precision = Precision.for_run(cfg, device)
+    tta_logits = flip_tta_logits(lambda images: evaluate_logits(run.model, images, run.eval_batch_size, device,
+                                                                precision.channels_last, precision.amp_dtype),
+                                 run.val_images)
     images_per_epoch = len(feeder) * cfg.batch_size
     # Epoch 2 on: the first epoch carries the warm-up (cuDNN autotuning, allocator growth).
     steady = trained[-1]["seconds"] - trained[0]["seconds"] if len(trained) > 1 else 0.0
     return {"epochs": epochs, "stop_reason": stop_reason, "parameters": count_parameters(run.model),
+            "final_flip_tta_acc": round((tta_logits.argmax(1) == run.val_labels).float().mean().item(), 4),
             "seconds": epochs[-1]["seconds"] if epochs else None,
             "images_per_s_after_first_epoch": round(images_per_epoch * (len(trained) - 1) / steady, 1) if steady > 0 else None}
 
@@ -600,7 +609,8 @@ def _tta_summary(section: dict[str, Any]) -> str:
                if section["reached"] else f"did not reach {section['target']:.0%}")
     return (f"{section['recipe']}; {section['train_images']} train / {section['test_images']} test images "
             f"(decoded in {section['decode_s']} s): {outcome}; best test accuracy {section['best_test_acc'] or 0:.2%} "
-            f"in {section['seconds']} s ({section['stop_reason']}).")
+            f"in {section['seconds']} s ({section['stop_reason']}); the last epoch with flip TTA (not timed): "
+            f"{section['final_flip_tta_acc']:.2%}.")
 
 
 def without_nan(value: Any) -> Any:

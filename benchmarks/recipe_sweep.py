@@ -83,6 +83,7 @@ def main() -> None:
         rows.append({"name": name, "overrides": VARIANTS[name], "parameters": result["parameters"],
                      "epochs": result["epochs"][-1]["epoch"],
                      "final_val_acc": accuracies[-1], "best_val_acc": max(accuracies),
+                     "final_val_acc_flip_tta": result["final_flip_tta_acc"],
                      "wall_s": round(time.perf_counter() - variant_started, 1)})
         print(json.dumps(rows[-1]), flush=True)
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -58,6 +58,7 @@ def test_quick_cpu_report_covers_every_section(tmp_path):
     assert tta["train_images"] == 80 and tta["test_images"] == 20 and tta["classes"] == 2
     assert 0.0 <= tta["best_test_acc"] <= 1.0
     assert tta["recipe"].startswith("recipes/cpu.yaml: airbench width 4, batch 16")  # the CPU recipe, scaled down
+    assert tta["final_flip_tta_acc"] in {k / 20 for k in range(21)}  # a share of the 20 test images
     if tta["reached"]:  # dark against bright is easy: the target may be met before the last epoch
         assert tta["stop_reason"] == "target accuracy" and tta["best_test_acc"] >= 0.99 and tta["seconds_to_target"] > 0
     else:
@@ -88,6 +89,7 @@ def test_recipe_sweep_scores_each_variant_on_held_out_training_images(tmp_path):
     assert (model_cfg.arch, model_cfg.width) == ("airbench", 64)
     assert all(row["parameters"] == count_parameters(prepare_model(model_cfg, 2).model) for row in rows)
     assert all(row["final_val_acc"] in {k / 20 for k in range(21)} for row in rows)  # a share of the 20 images
+    assert all(row["final_val_acc_flip_tta"] in {k / 20 for k in range(21)} for row in rows)
 
     finished = subprocess.run(script + ["--out", str(tmp_path / "none.json"), "--only", "base", "--budget", "0"],
                               capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
