@@ -78,3 +78,14 @@ def test_compiled_training_trains_and_predicts_as_eager_does(tmp_path):
     compiled_logits, eager_logits = predictions(compiled, images), predictions(eager, images)
     assert torch.allclose(compiled_logits, eager_logits, rtol=1e-3, atol=1e-3), (compiled_logits - eager_logits).abs().max()
     assert torch.equal(compiled_logits.argmax(1), eager_logits.argmax(1))
+
+
+def test_a_compile_mode_trains_too(tmp_path):
+    """train.compile: reduce-overhead (CUDA graphs on a GPU) trains; on the CPU torch.compile builds no graphs for it."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    _, history = train(tmp_path, compile="reduce-overhead")
+    assert counters["stats"]["unique_graphs"] > 0
+    trained = [epoch for epoch in history if epoch["epoch"] > 0]
+    assert trained[1]["train_loss"] < trained[0]["train_loss"]
