@@ -17,7 +17,9 @@ optimiser step) after warm-up, timed between CUDA synchronisations. `data_wait_s
 is the share of that time the host spent in the feeder's next(): the step never waits
 for the GPU within an epoch, so on a GPU whose step is bound by the host (small CIFAR
 models) that is time the GPU sits idle too. On-device feeding only enqueues its
-augmentation kernels, 8,192 images at a time, so its share is the host's launch work.
+augmentation kernels, 8,192 images at a time, so its share is the host's launch work;
+its rows time whole chunks (64 steps at batch 128, 48 at 512), so each window pays its
+share of that work.
 
 --cifar takes CIFAR-10 as JPEGs in ImageFolder layout (train/<class>/*.jpg and
 test/<class>/*.jpg), as a folder or a .tar/.tar.gz of one; the time-to-accuracy run
@@ -60,6 +62,7 @@ from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
 from cifar_resnet.inference import evaluate_logits  # noqa: E402
 from cifar_resnet.models import count_parameters, prepare_model  # noqa: E402
 from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
+from cifar_resnet.training.feeding import chunk_batches  # noqa: E402
 from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
@@ -267,8 +270,17 @@ def train_cfg(batch: int, precision: str, channels_last: bool, extra: Optional[d
     return validate_params({"train": train}).train
 
 
+def whole_chunks(steps: int, batch: int, device: torch.device) -> int:
+    """`steps` rounded up to whole chunks of the device feeder's augmentation (it augments many
+    batches at once on a GPU): a window that starts at a chunk's first batch then pays its
+    full share of that work, neither all of it in a few steps nor none of it."""
+    chunk = chunk_batches(batch, device)
+    return -(-steps // chunk) * chunk
+
+
 def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torch.device) -> dict[str, Any]:
-    """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator."""
+    """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator
+    (for on-device feeding both rounded up to whole augmentation chunks)."""
     cfg = train_cfg(setting.batch, setting.precision, setting.channels_last)
     seed_everything(0)
     model = prepare_model(model_params(setting.arch, mode.width), 10).model
@@ -283,6 +295,9 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
     if setting.compile:
         trainable = torch.compile(run.model, mode=None if setting.compile is True else setting.compile)
     batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
+    warmup_steps, timed_steps = mode.warmup_steps, mode.timed_steps
+    if setting.feeding == "device":
+        warmup_steps, timed_steps = (whole_chunks(n, setting.batch, device) for n in (warmup_steps, timed_steps))
 
     def run_steps(steps: int) -> None:
         run.feeder = StepsOf(batches, steps)
@@ -290,21 +305,24 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
         synchronize(device)
 
     started = time.perf_counter()
-    run_steps(mode.warmup_steps)  # cuDNN autotuning, allocator growth, compilation, worker start-up
+    run_steps(warmup_steps)  # cuDNN autotuning, allocator growth, compilation, worker start-up
     warmup_s = time.perf_counter() - started
     batches.waited = 0.0
     started = time.perf_counter()
-    run_steps(mode.timed_steps)
+    run_steps(timed_steps)
     seconds = time.perf_counter() - started
-    return {"images_per_s": round(mode.timed_steps * setting.batch / seconds, 1),
-            "step_ms": round(1000 * seconds / mode.timed_steps, 2),
+    return {"images_per_s": round(timed_steps * setting.batch / seconds, 1),
+            "step_ms": round(1000 * seconds / timed_steps, 2), "timed_steps": timed_steps,
             "data_wait_share": round(batches.waited / seconds, 3), "warmup_s": round(warmup_s, 1)}
 
 
 def throughput(settings: list[Setting], mode: Mode, device: torch.device, workers: int, clock: Clock,
                reserve: float) -> list[dict[str, Any]]:
     """One row per setting; settings that would eat into `reserve` seconds are skipped."""
-    images = random_images((mode.warmup_steps + mode.timed_steps + 1) * max(mode.batches))
+    # Enough images for the longest warm-up + timed window of one epoch, at either batch size.
+    needed = max((whole_chunks(mode.warmup_steps, b, device) + whole_chunks(mode.timed_steps, b, device) + 1) * b
+                 for b in mode.batches)
+    images = random_images(needed)
     feeders = Feeders(images, train_cfg(mode.batches[0], "fp32", False), device, workers)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
