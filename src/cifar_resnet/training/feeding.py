@@ -83,7 +83,7 @@ class AugmentedImages(Dataset):
     def __init__(self, images: ImageSet, transform, seed: int, alternate_flips: bool = False) -> None:
         self.images, self.transform, self.seed = images, transform, seed
         self.alternate_flips = alternate_flips
-        self._flips: tuple[int, np.ndarray] = (0, np.zeros(0, bool))  # (epoch, which images it mirrors)
+        self._flips: Optional[tuple[int, np.ndarray]] = None  # (epoch, which images it mirrors)
         # One NumPy and one Python generator shared by every step of the pipeline, reseeded
         # in place per image: a tenth of the cost of transform.set_random_seed(), which
         # builds fresh generators for each step (it was 40% of the loader's time).
@@ -99,7 +99,7 @@ class AugmentedImages(Dataset):
 
     def flips(self, epoch: int) -> np.ndarray:
         """alternating_flips of this epoch, made once per epoch (per worker)."""
-        if self._flips[0] != epoch:
+        if self._flips is None or self._flips[0] != epoch:
             self._flips = (epoch, alternating_flips(len(self.images), self.seed, epoch).numpy())
         return self._flips[1]
 
