@@ -49,7 +49,7 @@ def real_profile() -> dict:
     profile["train"].update(epochs=8, batch_size=128, max_lr=0.2, momentum=0.85, weight_decay=0.00133,
                             norm_lr_scale=64.0, label_smoothing=0.2, num_workers=2,
                             precision="bf16" if bf16 else "fp32", channels_last=bf16)
-    # The recipe's alternating flips, here on the loader path (albumentations in 2 workers).
+    # Alternating flips (augment.hflip: alternate) on real images, on the loader path (2 workers).
     profile["train"]["augment"] = {**profile["train"].get("augment", {}), "hflip": "alternate"}
     return profile
 

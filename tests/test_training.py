@@ -344,6 +344,9 @@ def test_device_feeder_host_work_per_batch_shrinks_with_the_chunk():
     assert per_batch_chunked < per_batch / 8, (per_batch, per_batch_chunked)
     batches = list(chunked.epoch(1))
     assert [len(b.images) for b in batches] == [16] * 32
+    # A fresh feeder (a resumed run) draws the same chunks: a function of (seed, epoch, chunk).
+    assert all(torch.equal(a.images, b.images) for a, b in zip(batches, make(512).epoch(1)))
+    assert not torch.equal(batches[0].images, next(iter(make(512).epoch(2))).images)
     assert torch.equal(torch.cat([b.labels_a for b in batches]), torch.cat([b.labels_a for b in make(None).epoch(1)]))
 
 
