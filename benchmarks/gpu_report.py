@@ -63,6 +63,7 @@ from cifar_resnet.inference import evaluate_logits  # noqa: E402
 from cifar_resnet.models import count_parameters, prepare_model  # noqa: E402
 from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
 from cifar_resnet.training.feeding import chunk_batches  # noqa: E402
+from cifar_resnet.training.loop import compiled  # noqa: E402
 from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
@@ -291,9 +292,7 @@ def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torc
     if precision.channels_last:
         run.model = run.model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    trainable = run.model
-    if setting.compile:
-        trainable = torch.compile(run.model, mode=None if setting.compile is True else setting.compile)
+    trainable = compiled(run.model, setting.compile) if setting.compile else run.model
     batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
     warmup_steps, timed_steps = mode.warmup_steps, mode.timed_steps
     if setting.feeding == "device":

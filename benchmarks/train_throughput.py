@@ -13,8 +13,8 @@ crop + flip), (2) the bare forward/backward/step on pre-made batches, (3) the re
 the ratio (3)/(2). (2) and (3) are each the best of --repeats passes, interleaved, so a
 passing hiccup of the machine does not decide the ratio. --precision, --channels-last
 and --compile apply to both (2) and (3): the same autocast dtype, memory format and
-compilation, so the ratio is the pipeline's overhead at that setting. It prints figures, with the load average; it
-asserts nothing.
+compilation, so the ratio is the pipeline's overhead at that setting. It prints figures,
+with the load average; it asserts nothing.
 """
 
 from __future__ import annotations

@@ -133,6 +133,11 @@ def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in model.parameters() if p.ndim > 1 and p.requires_grad)
 
 
+def compiled(module: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
+    """torch.compile as train.compile asks: true is torch's default mode, a string names the mode."""
+    return torch.compile(module, mode=None if compile is True else compile)
+
+
 def _diverged(epoch: int, what: str) -> UserError:
     return UserError(f"training diverged at epoch {epoch}: {what} (lower train.max_lr); "
                      f"the checkpoints of epoch {epoch - 1} are kept")
@@ -291,7 +296,7 @@ def fit(
 
         trainable = DistributedDataParallel(run.model, device_ids=[dist_info.local_rank] if run.device.type == "cuda" else None)
     if cfg.compile:
-        trainable = torch.compile(trainable, mode=None if cfg.compile is True else cfg.compile)
+        trainable = compiled(trainable, cfg.compile)
 
     if resume is not None:
         state = _restore(run, scaler, stopper, resume)
