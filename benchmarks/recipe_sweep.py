@@ -39,6 +39,7 @@ VARIANTS = {
     "base": [],
     "crop2": ["train.augment.crop_padding=2"],
     "altflip": ["train.augment.hflip=alternate"],
+    "lookahead": ["train.lookahead=true"],
     "ep12": ["train.epochs=12"],
     "w48_ep20": ["model.width=48", "train.epochs=20"],
     "ls0.1": ["train.label_smoothing=0.1"],

@@ -15,6 +15,7 @@ from cifar_resnet.training import (
 )
 from cifar_resnet.training.augment import MixedBatch
 from cifar_resnet.training.feeding import chunk_batches
+from cifar_resnet.training.lookahead import Lookahead, lookahead_decay
 from cifar_resnet.training.run import assemble_run
 
 
@@ -464,3 +465,55 @@ def test_exploding_losses_stop_fit_before_the_epoch_is_saved_or_logged(tmp_path)
         fit(run, tmp_path / "ckpt", on_epoch_end=logged.append, resume=good)
     assert [r.epoch for r in logged] == [0, 1]
     assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["epoch"] == 1
+
+
+def test_lookahead_decay_grows_with_the_cube_of_progress_to_jordans_value():
+    assert lookahead_decay(100, 100) == pytest.approx(0.95**5)
+    assert lookahead_decay(50, 100) == pytest.approx(0.95**5 / 8)
+    assert lookahead_decay(1, 1000) < 1e-9
+
+
+def test_lookahead_moves_the_weights_to_the_lagging_average_every_5_steps_and_at_the_last():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead = Lookahead(model, total_steps=7)
+
+    def shift(by):
+        with torch.no_grad():
+            for value in model.state_dict().values():
+                value.add_(by) if value.is_floating_point() else value.add_(1)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    for step in range(1, 5):
+        moved = shift(1.0)
+        lookahead.after_step(model, step)
+        assert all(torch.equal(model.state_dict()[k], moved[k]) for k in moved)  # no update between
+    moved = shift(1.0)
+    lookahead.after_step(model, 5)
+    decay = lookahead_decay(5, 7)
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():  # weights, bias, BatchNorm's running statistics
+            assert torch.allclose(value, start[name] * decay + moved[name] * (1 - decay))
+        else:  # the batch counter is the model's own
+            assert torch.equal(value, moved[name])
+    lookahead.after_step(model, 6)
+    at_six = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = shift(2.0)
+    lookahead.after_step(model, 7)  # the last step updates, though 7 is no multiple of 5
+    decay = lookahead_decay(7, 7)
+    weight = model.state_dict()["0.weight"]
+    assert torch.allclose(weight, at_six["0.weight"] * decay + moved["0.weight"] * (1 - decay))
+
+
+def test_lookahead_changes_the_run_and_resumes_exactly_mid_cycle(tmp_path):
+    # 4 steps per epoch: epoch 2 ends at step 8, between the updates at 5 and 10, where the
+    # average differs from the weights, so a resume must restore it from the checkpoint.
+    cfg = train_cfg(epochs=3, lookahead=True)
+    _, first, _ = run_fit(tmp_path / "a", cfg)
+    _, plain, _ = run_fit(tmp_path / "b", train_cfg(epochs=3))
+    assert repr(first.history) != repr(plain.history)
+    run_fit(tmp_path / "c", train_cfg(epochs=3, lookahead=True, checkpoint_every=2))
+    state = load_checkpoint(tmp_path / "c" / "ckpt" / "epoch_002.pt")
+    assert state["lookahead"].keys() == {k for k, v in state["model"].items() if v.is_floating_point()}
+    _, resumed, _ = run_fit(tmp_path / "d", cfg, resume=state)
+    assert repr(resumed.history) == repr(first.history)

@@ -175,6 +175,9 @@ class TrainParams(_Section):
     plateau_patience: int = Field(3, ge=0)
     warmup_epochs: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # Jordan's lookahead: every 5 steps the weights move to a lagging average of themselves,
+    # which lags more as the run ends (training.lookahead).
+    lookahead: bool = False
     clip_grad_norm: Optional[float] = Field(None, gt=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Union[Literal["auto"], bool] = "auto"

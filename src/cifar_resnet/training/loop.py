@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..inference import autocast, autocast_dtype, evaluate_logits, loss_and_accuracy, wants_channels_last
 from .augment import derive_seed
 from .checkpoint import save_checkpoint
+from .lookahead import Lookahead
 from .schedule import LRSchedule
 
 # How often the progress bar reads the running loss from the device (each read waits for
@@ -74,6 +75,7 @@ class TrainingRun:
     num_classes: int
     dist_info: DistInfo = DistInfo()
     eval_batch_size: int = 256
+    lookahead: Optional[Lookahead] = None  # train.lookahead's average, updated after optimiser steps
 
     @property
     def exploding_loss(self) -> float:
@@ -188,6 +190,8 @@ def train_one_epoch(
         scaler.update()
         lr = run.optimizer.param_groups[0]["lr"]
         run.schedule.after_batch()
+        if run.lookahead is not None:
+            run.lookahead.after_step(run.model, (epoch - 1) * len(run.feeder) + step + 1)
         predicted = logits.detach().argmax(1)
         hits = batch.lam * (predicted == labels_a).sum() + (1 - batch.lam) * (predicted == labels_b).sum()
         totals += torch.stack([loss.detach().double() * len(labels_a), hits.double(), totals.new_tensor(len(labels_a))])
@@ -219,6 +223,7 @@ def _checkpoint(run: TrainingRun, scaler, stopper, state: _RunState, run_info) -
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.schedule.state_dict(),
         "scaler": scaler.state_dict(),
+        "lookahead": run.lookahead.state_dict() if run.lookahead is not None else None,
         "early_stopping": stopper.state_dict(),
         "history": [asdict(r) for r in state.history],
         "stop_reason": state.stop_reason,
@@ -237,6 +242,8 @@ def _restore(run: TrainingRun, scaler, stopper, resume: dict[str, Any]) -> _RunS
         group.update(chosen)
     run.schedule.load_state_dict(resume["scheduler"])
     scaler.load_state_dict(resume["scaler"])
+    if run.lookahead is not None:
+        run.lookahead.load_state_dict(resume["lookahead"])
     stopper.load_state_dict(resume["early_stopping"])
     return _RunState([EpochResult(**r) for r in resume["history"]], resume["stop_reason"], resume["best_epoch"])
 

@@ -35,6 +35,7 @@ from ..models import backbone_lr_scale, model_summary, prepare_model, save_model
 from ..provenance import describe_change, digests, value_digest
 from .checkpoint import load_checkpoint
 from .feeding import DeviceFeeder, LoaderFeeder, channel_stats
+from .lookahead import Lookahead
 from .loop import TrainingRun, seed_everything
 from .optim import build_optimizer, parameter_groups
 from .schedule import build_schedule
@@ -95,8 +96,9 @@ def assemble_run(
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale, cfg.norm_lr_scale)
     optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov, cfg.optimizer_kernels, device)
     schedule = build_schedule(optimizer, cfg, len(feeder))
+    lookahead = Lookahead(model, cfg.epochs * len(feeder)) if cfg.lookahead else None
     return TrainingRun(model, feeder, val_images, val_labels, optimizer, schedule, cfg, device, seed, mean, std,
-                       num_classes, dist_info)
+                       num_classes, dist_info, lookahead=lookahead)
 
 
 # Airbench's whitening input layer is fitted to the patches of this many training images
