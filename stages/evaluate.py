@@ -3,7 +3,10 @@
 Writes --metrics: {"test": SUMMARY} plus "baseline": SUMMARY of the --baseline weights (when
 given) and "tta": SUMMARY of horizontal-flip test-time augmentation (when evaluate.tta),
 where SUMMARY is {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"} and, beyond
-10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins.
+10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins. With
+evaluate.calibrate and a validation split, also "calibrated": {"temperature", "loss", "ece",
+"fitted_on"}, the test loss and ECE after temperature scaling, the temperature fitted on the
+validation images (never on test).
 
 Writes under --plots:
   confusion.json            one {actual, predicted, images} record per confusion-matrix cell
@@ -52,16 +55,23 @@ def main() -> None:
     classes = config["classes"]
     test = load_imageset(args.data / "test.npz", num_classes=len(classes))
     test_x, test_y = make_eval_tensors(test, config["mean"], config["std"])
+    held_out = None
+    if cfg.calibrate:
+        held_out = make_eval_tensors(load_imageset(args.data / "val.npz", num_classes=len(classes)),
+                                     config["mean"], config["std"])
+        if not len(held_out[1]):
+            print("no validation images (data.val_fraction is 0): no temperature is fitted")
 
     def predictor(net):
         """images -> logits, batched on the device."""
         return None if net is None else (lambda images: evaluate_logits(net, images, cfg.batch_size, device))
 
-    metrics, logits = score_predictors(predictor(model), test_x, test_y, cfg.calibration_bins, predictor(baseline), cfg.tta)
+    metrics, logits = score_predictors(predictor(model), test_x, test_y, cfg.calibration_bins, predictor(baseline), cfg.tta,
+                                       held_out)
     with atomic_dir(args.plots) as out:
         write_evaluation_plots(out, logits, test_y, test.images, classes, cfg.calibration_bins, cfg.wrong_images)
     write_json(args.metrics, metrics)
-    for name, summary in metrics.items():  # test, then baseline and tta when present
+    for name, summary in metrics.items():  # test, then baseline, tta and calibrated when present
         print(summary_line(name, summary))
 
 

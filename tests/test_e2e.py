@@ -41,12 +41,18 @@ def test_smoke_model_learns_well_above_chance(smoke_repo):
     assert test["acc"] > 3 * chance, test
 
 
-def test_evaluation_compares_baseline_and_tta_and_draws_every_figure(smoke_repo):
+def test_evaluation_compares_baseline_tta_and_calibration_and_draws_every_figure(smoke_repo):
     metrics = json.loads((smoke_repo / "metrics" / "eval.json").read_text())
-    assert list(metrics) == ["test", "baseline", "tta"]  # the smoke profile turns TTA on
+    # The smoke profile turns TTA on; its validation split fits the temperature.
+    assert list(metrics) == ["test", "baseline", "tta", "calibrated"]
     assert metrics["test"]["acc"] > metrics["baseline"]["acc"]  # training beats the untrained weights
-    for summary in metrics.values():
-        assert 0.0 <= summary["ece"] <= 1.0 and 0.0 <= summary["macro_recall"] <= 1.0, summary
+    for name in ("test", "baseline", "tta"):
+        assert 0.0 <= metrics[name]["ece"] <= 1.0 and 0.0 <= metrics[name]["macro_recall"] <= 1.0, metrics[name]
+    # The fitted temperature can only lower the test loss where validation and test agree: a
+    # loose check, as the smoke validation split is small (400 images).
+    calibrated = metrics["calibrated"]
+    assert calibrated["fitted_on"] == 400 and calibrated["temperature"] > 0, calibrated
+    assert calibrated["loss"] < metrics["test"]["loss"] * 1.1, calibrated
     for name in ("confusion_normalised.png", "reliability.png", "wrong.png"):
         assert (smoke_repo / "plots" / "eval" / name).stat().st_size > 1000, name
 

@@ -3,12 +3,13 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from cifar_resnet.data import generate_shapes, load_imageset, save_imageset
-from cifar_resnet.evaluation import classification_summary, flip_tta_logits
+from cifar_resnet.evaluation import calibrated_summary, classification_summary, flip_tta_logits
 from cifar_resnet.figures import PLOT_FILES
 from cifar_resnet.models import build_model, load_model, save_model
 from cifar_resnet.inference import evaluate_logits, make_eval_tensors
@@ -18,6 +19,7 @@ ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metric
 EVALUATE = {"batch_size": 16, "tta": True, "calibration_bins": 10, "wrong_images": 6}
 SUMMARY_KEYS = {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"}  # no top5_acc: 10 classes
 TEST_IMAGES = 40
+VAL_IMAGES = 20
 
 
 def tiny_model(seed: int):
@@ -27,10 +29,11 @@ def tiny_model(seed: int):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A folder holding a tiny model, a differently initialised baseline, a shapes test set, and params.yaml."""
+    """A folder holding a tiny model, a differently initialised baseline, shapes validation and test sets, and params.yaml."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per stage process: the CPU is small and shared
     _, test, classes = generate_shapes(2, TEST_IMAGES, seed=0)
     save_imageset(tmp_path / "prepared" / "test.npz", test)
+    save_imageset(tmp_path / "prepared" / "val.npz", generate_shapes(2, VAL_IMAGES, seed=1)[1])
     config = {"arch": "resnet18", "num_classes": len(classes), "width": 8, "blocks": [1, 1, 1, 1],
               "classes": classes, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     save_model(tmp_path / "m.pt", tmp_path / "m.json", tiny_model(0), config)
@@ -49,6 +52,7 @@ def write_evaluate_params(folder, **overrides):
 def expected_metrics(folder) -> dict:
     """The summaries computed in-process by the library on the same weights and images."""
     test = load_imageset(folder / "prepared" / "test.npz")
+    val = load_imageset(folder / "prepared" / "val.npz")
     bins = EVALUATE["calibration_bins"]
     expected = {}
     for name, weights in (("test", "m.pt"), ("baseline", "b.pt")):
@@ -61,6 +65,8 @@ def expected_metrics(folder) -> dict:
         expected[name] = classification_summary(predict(images), labels, bins)
         if name == "test":
             expected["tta"] = classification_summary(flip_tta_logits(predict, images), labels, bins)
+            val_images, val_labels = make_eval_tensors(val, config["mean"], config["std"])
+            expected["calibrated"] = calibrated_summary(predict(images), labels, predict(val_images), val_labels, bins)
     return expected
 
 
@@ -74,14 +80,16 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
     assert result.returncode == 0, result.stderr
 
     metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
-    assert list(metrics) == ["test", "baseline", "tta"]
-    assert all(set(summary) == SUMMARY_KEYS for summary in metrics.values()), metrics
+    assert list(metrics) == ["test", "baseline", "tta", "calibrated"]
+    assert all(set(metrics[name]) == SUMMARY_KEYS for name in ("test", "baseline", "tta")), metrics
+    assert metrics["calibrated"]["fitted_on"] == VAL_IMAGES  # fitted on the validation images, not on test
     expected = expected_metrics(workdir)
     for name in metrics:
         assert metrics[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
     assert metrics["baseline"]["loss"] != metrics["test"]["loss"]  # the baseline file, not the model again
     assert metrics["test"]["images"] == TEST_IMAGES
-    assert all(f"{name}: accuracy" in result.stdout for name in metrics)
+    assert all(f"{name}: accuracy" in result.stdout for name in ("test", "baseline", "tta"))
+    assert "the temperature fitted on 20 validation images" in result.stdout
 
     out = workdir / "plots" / "eval"
     assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
@@ -102,8 +110,8 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
 
 
 @pytest.mark.slow  # another subprocess run of a script the quick loop already runs
-def test_without_baseline_or_tta_only_the_test_metrics(workdir, run_stage):
-    write_evaluate_params(workdir, tta=False, wrong_images=0)
+def test_without_baseline_tta_or_calibration_only_the_test_metrics(workdir, run_stage):
+    write_evaluate_params(workdir, tta=False, calibrate=False, wrong_images=0)
     result = run_stage("evaluate", *ARGS)
     assert result.returncode == 0, result.stderr
     assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test"]
@@ -121,3 +129,13 @@ def test_a_missing_model_or_baseline_fails_cleanly_before_any_output(workdir, ru
     assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], result.stderr
     assert "model weights not found" in lines[0] and "Traceback" not in result.stderr
     assert not (workdir / "plots").exists() and not (workdir / "metrics").exists()
+
+
+@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
+def test_without_validation_images_no_temperature_is_fitted(workdir, run_stage):
+    empty = load_imageset(workdir / "prepared" / "val.npz").subset(np.arange(0))
+    save_imageset(workdir / "prepared" / "val.npz", empty)
+    result = run_stage("evaluate", *ARGS)
+    assert result.returncode == 0, result.stderr
+    assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test", "tta"]
+    assert "no validation images (data.val_fraction is 0): no temperature is fitted" in result.stdout

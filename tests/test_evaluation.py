@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from cifar_resnet.evaluation import (
-    classification_summary, confusion_matrix, confusion_records, expected_calibration_error, flip_tta_logits,
-    macro_precision_recall, most_confident_wrong, per_class_table, precision_recall, reliability_bins, row_normalise,
-    topk_accuracy,
+    TEMPERATURE_RANGE, calibrated_summary, classification_summary, confusion_matrix, confusion_records,
+    expected_calibration_error, fit_temperature, flip_tta_logits, macro_precision_recall, most_confident_wrong,
+    per_class_table, precision_recall, reliability_bins, row_normalise, score_predictors, topk_accuracy,
 )
 from cifar_resnet.figures import PLOT_FILES, confusion_figure, write_evaluation_plots
 from cifar_resnet.plotting import save_figure
@@ -159,6 +159,60 @@ def test_most_confident_wrong_orders_mistakes_by_confidence():
     assert most_confident_wrong(probs, labels, 10).tolist() == [3, 1, 4]  # ties keep test-set order
     assert most_confident_wrong(probs, labels, 0).tolist() == []
     assert most_confident_wrong(CAL_PROBS[:1], CAL_LABELS[:1], 5).tolist() == []  # no mistakes
+
+
+def sampled_labels(logits: torch.Tensor, temperature: float, seed: int = 0) -> torch.Tensor:
+    """Labels drawn from softmax(logits / temperature): for these, that temperature is the calibrated one."""
+    return torch.multinomial((logits / temperature).softmax(dim=1), 1, generator=torch.Generator().manual_seed(seed))[:, 0]
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 1.0, 3.0])
+def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_with(true_temperature):
+    logits = 4 * torch.randn(20000, 10, generator=torch.Generator().manual_seed(1))
+    labels = sampled_labels(logits, true_temperature)
+    assert fit_temperature(logits, labels) == pytest.approx(true_temperature, rel=0.05)
+
+
+def test_fit_temperature_finds_the_minimum_of_the_loss():
+    logits = 3 * torch.randn(500, 5, generator=torch.Generator().manual_seed(2))
+    labels = sampled_labels(logits, 1.7, seed=3)
+    fitted = fit_temperature(logits, labels)
+
+    def loss(t):
+        return torch.nn.functional.cross_entropy(logits.double() / t, labels).item()
+
+    assert loss(fitted) <= min(loss(fitted * 1.001), loss(fitted / 1.001))
+    # Labels the logits always get right want the sharpest softmax on offer: the bound.
+    assert fit_temperature(logits, logits.argmax(dim=1)) == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-3)
+
+
+def test_calibrated_summary_fits_on_held_out_images_and_repairs_an_underconfident_model():
+    generator = torch.Generator().manual_seed(4)
+    sharp = 5 * torch.randn(8000, 10, generator=generator)
+    labels = sampled_labels(sharp, 1.0, seed=5)
+    timid = sharp / 3  # what label smoothing does to a network: right as often, far less sure
+    held_out, test = slice(0, 2000), slice(2000, None)
+    summary = calibrated_summary(timid[test], labels[test], timid[held_out], labels[held_out], calibration_bins=15)
+    assert set(summary) == {"temperature", "loss", "ece", "fitted_on"} and summary["fitted_on"] == 2000
+    assert summary["temperature"] == pytest.approx(1 / 3, rel=0.1)
+    before = classification_summary(timid[test], labels[test], 15)
+    assert before["ece"] > 0.1 and summary["ece"] < 0.03
+    assert summary["loss"] < before["loss"]
+
+
+def test_score_predictors_calibrates_only_with_held_out_images():
+    images = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    labels = torch.arange(40) % 2
+
+    def predict(x):
+        return LeftVersusRight()(x) * 2
+
+    metrics, _ = score_predictors(predict, images[:30], labels[:30], 10, held_out=(images[30:], labels[30:]))
+    assert list(metrics) == ["test", "calibrated"] and metrics["calibrated"]["fitted_on"] == 10
+    expected = calibrated_summary(predict(images[:30]), labels[:30], predict(images[30:]), labels[30:], 10)
+    assert metrics["calibrated"] == expected
+    assert list(score_predictors(predict, images, labels, 10)[0]) == ["test"]
+    assert list(score_predictors(predict, images, labels, 10, held_out=(images[:0], labels[:0]))[0]) == ["test"]
 
 
 class LeftVersusRight(nn.Module):

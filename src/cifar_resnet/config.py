@@ -212,6 +212,7 @@ class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1)
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
     calibration_bins: int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
+    calibrate: bool = True  # also report test loss and ECE after temperature scaling fitted on the validation split
     wrong_images: int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
 
 

@@ -1,8 +1,9 @@
 """Classification metrics from logits and labels (plain tensors in, plain Python out).
 
 Accuracy, loss and top-5; per-class precision and recall; calibration (expected calibration
-error over equal-width confidence bins); the most confidently wrong images; and horizontal-flip
-test-time augmentation, which returns log-probabilities so every metric here applies to it too.
+error over equal-width confidence bins) and temperature scaling; the most confidently wrong
+images; and horizontal-flip test-time augmentation, which returns log-probabilities so every
+metric here applies to it too.
 """
 
 from __future__ import annotations
@@ -104,6 +105,41 @@ def most_confident_wrong(probabilities: torch.Tensor, labels: torch.Tensor, k: i
     return wrong[order[:k]]
 
 
+# The temperatures fit_temperature searches: far beyond what any trained network needs
+# (well-trained CIFAR networks land between about 0.3 and 3), so the bounds never bind in practice.
+TEMPERATURE_RANGE = (0.01, 100.0)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:
+    """The temperature T that minimises the mean cross-entropy of softmax(logits / T) on these labels.
+
+    Temperature scaling (Guo et al., "On calibration of modern neural networks", 2017): one
+    number, fitted on held-out images, that makes confidences match accuracy without changing
+    any prediction. The loss of logits * s is convex in s = 1/T, so it has one minimum along
+    log T, which a golden-section search over TEMPERATURE_RANGE finds to float precision in
+    `steps` steps, deterministically (no learning rate, no random start).
+    """
+    logits, labels = logits.double(), labels.long()
+
+    def loss(log_t: float) -> float:
+        return F.cross_entropy(logits / math.exp(log_t), labels).item()
+
+    low, high = (math.log(t) for t in TEMPERATURE_RANGE)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    loss_a, loss_b = loss(a), loss(b)
+    for _ in range(steps):
+        if loss_a <= loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - ratio * (high - low)
+            loss_a = loss(a)
+        else:
+            low, a, loss_a = a, b, loss_b
+            b = low + ratio * (high - low)
+            loss_b = loss(b)
+    return math.exp((low + high) / 2)
+
+
 def flip_tta_logits(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, logits: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -148,15 +184,37 @@ def per_class_table(confusion: torch.Tensor, classes: Sequence[str]) -> list[dic
     ]
 
 
+def calibrated_summary(
+    logits: torch.Tensor, labels: torch.Tensor, held_out_logits: torch.Tensor, held_out_labels: torch.Tensor,
+    calibration_bins: int = 15,
+) -> dict:
+    """Loss and ECE of `logits` divided by the temperature fitted on the held-out ones.
+
+    {"temperature", "loss", "ece", "fitted_on"}: accuracy and the other summary figures are
+    left out, as dividing by a temperature changes no prediction.
+    """
+    temperature = fit_temperature(held_out_logits, held_out_labels)
+    scaled = logits.double() / temperature
+    return {
+        "temperature": temperature,
+        "loss": F.cross_entropy(scaled, labels).item(),
+        "ece": expected_calibration_error(scaled.softmax(dim=1), labels, calibration_bins),
+        "fitted_on": int(held_out_labels.numel()),
+    }
+
+
 def score_predictors(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, calibration_bins: int,
     baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, tta: bool = False,
+    held_out: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> tuple[dict, torch.Tensor]:
     """The evaluate stage's metrics and the model's test logits.
 
     Metrics: {"test": summary} plus "baseline" (the `baseline` predictor's summary, when given)
     and "tta" (horizontal-flip test-time augmentation, when `tta`), each a
-    classification_summary. `predict` maps normalised images to logits.
+    classification_summary, and "calibrated" (calibrated_summary of the test logits, the
+    temperature fitted on the `held_out` (images, labels), when given and not empty).
+    `predict` maps normalised images to logits.
     """
     logits = predict(images)
     metrics = {"test": classification_summary(logits, labels, calibration_bins)}
@@ -164,11 +222,16 @@ def score_predictors(
         metrics["baseline"] = classification_summary(baseline(images), labels, calibration_bins)
     if tta:
         metrics["tta"] = classification_summary(flip_tta_logits(predict, images, logits=logits), labels, calibration_bins)
+    if held_out is not None and held_out[1].numel():
+        metrics["calibrated"] = calibrated_summary(logits, labels, predict(held_out[0]), held_out[1], calibration_bins)
     return metrics, logits
 
 
 def summary_line(name: str, summary: dict) -> str:
-    """One printed line for a classification_summary."""
+    """One printed line for a classification_summary or a calibrated_summary."""
+    if "temperature" in summary:
+        return (f"{name}: loss {summary['loss']:.4f}, ECE {summary['ece']:.4f} with the logits divided by "
+                f"{summary['temperature']:.4f}, the temperature fitted on {summary['fitted_on']} validation images")
     top5 = f", top-5 {summary['top5_acc']:.4f}" if "top5_acc" in summary else ""
     return (f"{name}: accuracy {summary['acc']:.4f}, loss {summary['loss']:.4f}{top5}, ECE {summary['ece']:.4f}, "
             f"macro precision {summary['macro_precision']:.4f}, macro recall {summary['macro_recall']:.4f} "
