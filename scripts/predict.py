@@ -3,6 +3,7 @@
     python scripts/predict.py --model models/export/scripted.pt cat.png dog.jpg
     python scripts/predict.py --model models/export/program.pt2 --top 3 images/*.png
     python scripts/predict.py --model models/export/model.onnx images/*.png   # needs onnxruntime
+    python scripts/predict.py --model models/export/scripted.pt --temperature 0.53 cat.png   # calibrated
 
 The model is a TorchScript file (traced.pt, scripted.pt), a torch.export program
 (program.pt2) or an ONNX file (model.onnx) written by the export stage. A .pt2 is checked by
@@ -10,8 +11,11 @@ src/cifar_resnet/safeload.py before it is loaded (torch.export.load would run pi
 in it); used away from this project, copy that file beside this script. Class names and the
 normalisation come from preprocess.json beside the model (or --preprocess). Each image is
 converted to 8-bit RGB (16-bit images scaled, not clipped) and resized. One line per image:
-the path, then the top classes with probabilities. An unreadable image is reported on stderr
-and the others are still classified; the exit status is then 1.
+the path, then the top classes with probabilities. --temperature divides the logits before
+the softmax: the evaluate stage fits one on the validation split (`calibrated.temperature` in
+metrics/eval.json, which `dvc metrics show` prints) so that the probabilities match how often
+the model is right. An unreadable image is reported on stderr and the others are still
+classified; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="scripted.pt, traced.pt, program.pt2 or model.onnx")
     parser.add_argument("--preprocess", type=Path, help="preprocess.json (default: the one beside --model)")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="divide the logits by this before the softmax (default 1: as the model says); "
+                             "calibrated.temperature of metrics/eval.json calibrates the probabilities")
     return parser.parse_args(argv)
 
 
@@ -182,11 +189,11 @@ def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
-def predict(model, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities for a batch of normalised images, computed BATCH_SIZE at a time."""
+def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Class probabilities (softmax of logits / temperature) for normalised images, BATCH_SIZE at a time."""
     with torch.inference_mode():
         logits = torch.cat([model(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)])
-    return logits.float().softmax(dim=1)
+    return (logits.float() / temperature).softmax(dim=1)
 
 
 def format_line(path: Path, probabilities: torch.Tensor, classes: list[str], top: int) -> str:
@@ -201,12 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}")
+    if not 0 < args.temperature < float("inf"):
+        raise InputError(f"--temperature must be a positive number, got {args.temperature}")
     info = read_preprocess(args.preprocess or args.model.parent / "preprocess.json")
     model = load_model(args.model)  # a bad model or preprocess.json fails before any output
     paths, pixels = read_images(args.images, info["image_size"])
     if paths:
         try:
-            probabilities = predict(model, normalise(np.stack(pixels), info["mean"], info["std"]))
+            probabilities = predict(model, normalise(np.stack(pixels), info["mean"], info["std"]), args.temperature)
         except Exception as err:  # e.g. an image_size the model was not made for; torch and onnxruntime differ in types
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise InputError(f"{args.model}: the model could not run on the images ({first[:200]})") from None

@@ -104,6 +104,24 @@ def test_predictions_match_the_eager_model(model_file, export_dir, pngs, tmp_pat
         assert ranked[0][1] >= ranked[1][1]
 
 
+def test_a_temperature_divides_the_logits_before_the_softmax(export_dir, pngs, tmp_path) -> None:
+    model, folder = export_dir
+    pixels, paths = pngs
+    result = run_predict("--model", folder / "scripted.pt", "--top", "4", "--temperature", "0.5", *paths, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    images, _ = make_eval_tensors(ImageSet(pixels, np.zeros(len(pixels), dtype=np.int64)), CONFIG["mean"], CONFIG["std"])
+    with torch.no_grad():
+        sharper = (model(images) / 0.5).softmax(dim=1)
+    assert not torch.allclose(sharper, eager_probabilities(model, pixels), atol=0.01)  # the temperature matters here
+    for line, probabilities in zip(result.stdout.strip().splitlines(), sharper):
+        for name, probability in parse_line(line)[1]:
+            assert probability == pytest.approx(float(probabilities[CONFIG["classes"].index(name)]), abs=0.0006)
+    for bad in ("0", "-1", "nan", "inf"):
+        refused = run_predict("--model", folder / "scripted.pt", "--temperature", bad, *paths, cwd=tmp_path)
+        assert refused.returncode == 1 and refused.stdout == "", bad
+        assert refused.stderr.strip() == f"error: --temperature must be a positive number, got {float(bad)}", refused.stderr
+
+
 @pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_other_sizes_and_modes_are_converted_and_top_is_capped(export_dir, tmp_path) -> None:
     model, folder = export_dir
