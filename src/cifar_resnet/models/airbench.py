@@ -14,9 +14,10 @@ identities on their first input channels (Dirac), and the logits are scaled by 1
 His training tricks are train-stage options, not part of the network: lookahead weight
 averaging (`train.lookahead`), alternating flips (`augment.hflip: alternate`) and 64x
 learning rate on the BatchNorm shifts (`train.norm_lr_scale`). Left out: the whitening
-bias frozen after three epochs, and his translated test-time views. The top-level names (conv1, act, layer1-3, pool, dropout, fc)
-follow ResNet's where they can, so Grad-CAM paths, the backbone/head split and the
-checkpoint format work unchanged. Its 32x32 input leaves maps of 31, 15, 7 and 3 pixels.
+bias frozen after three epochs, and his translated test-time views. The top-level names
+(conv1, act, layer1-3, pool, dropout, fc) follow ResNet's where they can, so Grad-CAM
+paths, the backbone/head split and the checkpoint format work unchanged. Its 32x32 input
+leaves maps of 31, 15, 7 and 3 pixels.
 """
 
 from __future__ import annotations
