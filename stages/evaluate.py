@@ -1,7 +1,8 @@
 """Stage `evaluate`: accuracy, loss, calibration, per-class precision and recall, confusion matrix, worst mistakes.
 
 Writes --metrics: {"test": SUMMARY} plus "baseline": SUMMARY of the --baseline weights (when
-given) and "tta": SUMMARY of horizontal-flip test-time augmentation (when evaluate.tta),
+given) and "tta": SUMMARY of horizontal-flip test-time augmentation (when evaluate.tta; with
+evaluate.tta_shift n, the image and its mirror also moved n pixels each way: 10 views),
 where SUMMARY is {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"} and, beyond
 10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins. With
 evaluate.calibrate and a validation split, also "calibrated": {"temperature", "loss", "ece",
@@ -67,7 +68,7 @@ def main() -> None:
         return None if net is None else (lambda images: evaluate_logits(net, images, cfg.batch_size, device))
 
     metrics, logits = score_predictors(predictor(model), test_x, test_y, cfg.calibration_bins, predictor(baseline), cfg.tta,
-                                       held_out)
+                                       held_out, cfg.tta_shift)
     with atomic_dir(args.plots) as out:
         write_evaluation_plots(out, logits, test_y, test.images, classes, cfg.calibration_bins, cfg.wrong_images)
     write_json(args.metrics, metrics)

@@ -56,6 +56,8 @@ def test_repository_params_spell_out_every_key():
         ({"train": {"norm_lr_scale": 0}}, "train.norm_lr_scale = 0"),
         ({"train": {"compile": "fast"}}, "train.compile = 'fast'"),
         ({"train": {"augment": {"hflip": "sometimes"}}}, "train.augment.hflip = 'sometimes'"),
+        ({"evaluate": {"tta_shift": 1}}, "evaluate: tta_shift 1 adds views to the flip TTA, which is off"),
+        ({"evaluate": {"tta": True, "tta_shift": 5}}, "evaluate.tta_shift = 5"),
     ],
 )
 def test_bad_params_name_the_key_the_value_and_what_is_allowed(raw, expected):

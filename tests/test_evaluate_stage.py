@@ -16,7 +16,7 @@ from cifar_resnet.inference import evaluate_logits, make_eval_tensors
 
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "metrics/eval.json",
         "--plots", "plots/eval"]
-EVALUATE = {"batch_size": 16, "tta": True, "calibration_bins": 10, "wrong_images": 6}
+EVALUATE = {"batch_size": 16, "tta": True, "tta_shift": 1, "calibration_bins": 10, "wrong_images": 6}
 SUMMARY_KEYS = {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"}  # no top5_acc: 10 classes
 TEST_IMAGES = 40
 VAL_IMAGES = 20
@@ -64,7 +64,7 @@ def expected_metrics(folder) -> dict:
 
         expected[name] = classification_summary(predict(images), labels, bins)
         if name == "test":
-            expected["tta"] = classification_summary(flip_tta_logits(predict, images), labels, bins)
+            expected["tta"] = classification_summary(flip_tta_logits(predict, images, shift=1), labels, bins)
             val_images, val_labels = make_eval_tensors(val, config["mean"], config["std"])
             expected["calibrated"] = calibrated_summary(predict(images), labels, predict(val_images), val_labels, bins)
     return expected
@@ -111,7 +111,7 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
 
 @pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_without_baseline_tta_or_calibration_only_the_test_metrics(workdir, run_stage):
-    write_evaluate_params(workdir, tta=False, calibrate=False, wrong_images=0)
+    write_evaluate_params(workdir, tta=False, tta_shift=0, calibrate=False, wrong_images=0)
     result = run_stage("evaluate", *ARGS)
     assert result.returncode == 0, result.stderr
     assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test"]

@@ -12,7 +12,7 @@ from torch import nn
 from cifar_resnet.evaluation import (
     TEMPERATURE_RANGE, calibrated_summary, classification_summary, confusion_matrix, confusion_records,
     expected_calibration_error, fit_temperature, flip_tta_logits, macro_precision_recall, most_confident_wrong,
-    per_class_table, precision_recall, reliability_bins, row_normalise, score_predictors, topk_accuracy,
+    per_class_table, precision_recall, reflect_shift, reliability_bins, row_normalise, score_predictors, topk_accuracy,
 )
 from cifar_resnet.figures import PLOT_FILES, confusion_figure, write_evaluation_plots
 from cifar_resnet.plotting import save_figure
@@ -243,6 +243,37 @@ def test_flip_tta_leaves_a_flip_invariant_model_unchanged():
         plain = model(images)
     torch.testing.assert_close(tta.softmax(dim=1), plain.softmax(dim=1))
     torch.testing.assert_close(tta.exp().sum(dim=1), torch.ones(5))  # they are log-probabilities
+
+
+class CentrePixel(nn.Module):
+    """Two logits from the first channel's pixel at (row 16, column 16): (value, -value)."""
+
+    def forward(self, x):
+        centre = x[:, 0, 16, 16]
+        return torch.stack([centre, -centre], dim=1)
+
+
+def test_reflect_shift_moves_the_content_and_reflects_the_border():
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    left = reflect_shift(image, 1, 0)
+    assert left[0, 0, :, :3].tolist() == image[0, 0, :, 1:].tolist()  # moved one pixel left
+    assert left[0, 0, :, 3].tolist() == image[0, 0, :, 2].tolist()  # the new column mirrors the old border's neighbour
+    assert reflect_shift(image, 0, -2)[0, 0, 2:].tolist() == image[0, 0, :2].tolist()  # two pixels down
+
+
+def test_shifted_tta_averages_ten_views_of_the_image_and_its_mirror():
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    tta = flip_tta_logits(CentrePixel(), images, shift=1)
+    # The centre pixel of each view, read off the original: the image's centre and its four
+    # neighbours, and the mirror's centre (column 31 - 16 = 15) and its four neighbours.
+    pixels = [(16, 16), (16, 17), (16, 15), (17, 16), (15, 16), (16, 15), (16, 14), (16, 16), (17, 15), (15, 15)]
+    values = torch.stack([images[:, 0, r, c] for r, c in pixels])
+    expected = torch.stack([values, -values], dim=2).softmax(dim=2).mean(dim=0)
+    torch.testing.assert_close(tta.exp(), expected)
+    # Without shifts it is the flip TTA of two views; with shifts the views differ from it.
+    two = torch.stack([values[0], values[5]])
+    torch.testing.assert_close(flip_tta_logits(CentrePixel(), images).exp(), torch.stack([two, -two], dim=2).softmax(dim=2).mean(dim=0))
+    assert not torch.allclose(tta, flip_tta_logits(CentrePixel(), images))
 
 
 def test_write_evaluation_plots_writes_every_file(tmp_path):

@@ -211,9 +211,18 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1)
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
+    # TTA also moves the image and its mirror this many pixels left, right, up and down
+    # (reflected borders): 10 views instead of 2 (0 = flip only).
+    tta_shift: int = Field(0, ge=0, le=4)
     calibration_bins: int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
     calibrate: bool = True  # also report test loss and ECE after temperature scaling fitted on the validation split
     wrong_images: int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
+
+    @model_validator(mode="after")
+    def _shift_needs_tta(self) -> "EvaluateParams":
+        if self.tta_shift and not self.tta:
+            raise ValueError(f"tta_shift {self.tta_shift} adds views to the flip TTA, which is off (set evaluate.tta: true)")
+        return self
 
 
 class ExportParams(_Section):

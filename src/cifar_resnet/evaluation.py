@@ -140,20 +140,37 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100
     return math.exp((low + high) / 2)
 
 
+def reflect_shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """NCHW images whose content moves |dx| pixels left (dx > 0) or right, |dy| up (dy > 0) or
+    down, the uncovered border filled by reflection, as the training crops pad."""
+    pad = max(abs(dx), abs(dy))
+    height, width = images.shape[2:]
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    return padded[:, :, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
+
+
 def flip_tta_logits(
-    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, logits: Optional[torch.Tensor] = None
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, logits: Optional[torch.Tensor] = None,
+    shift: int = 0,
 ) -> torch.Tensor:
-    """Log of the mean softmax over each NCHW image and its horizontal mirror.
+    """Log of the mean softmax over each NCHW image and its horizontal mirror and, with `shift`
+    n > 0, both moved n pixels left, right, up and down as well (10 views, equally weighted).
 
     Log-probabilities are valid logits (softmax gives the averaged probabilities back), so
     classification_summary and the other metrics apply unchanged. Flipping the normalised
-    tensor equals normalising the flipped image: the normalisation is per channel. Pass
-    `logits` (predict(images), already computed) to spare a pass over the images.
+    tensor equals normalising the flipped image: the normalisation is per channel (and the
+    shifts' reflected borders are pixels of the image too). Pass `logits` (predict(images),
+    already computed) to spare a pass over the images.
     """
-    plain = F.log_softmax(predict(images) if logits is None else logits, dim=1)
-    mirrored = F.log_softmax(predict(images.flip(dims=[3])), dim=1)
-    # log((p + q) / 2) computed in log space, so tiny probabilities do not round to log(0).
-    return torch.logsumexp(torch.stack([plain, mirrored]), dim=0) - math.log(2.0)
+    mirrored = images.flip(dims=[3])
+    views = [mirrored]
+    if shift:
+        moves = ((shift, 0), (-shift, 0), (0, shift), (0, -shift))
+        views += [reflect_shift(view, dx, dy) for view in (images, mirrored) for dx, dy in moves]
+    log_probabilities = [F.log_softmax(predict(images) if logits is None else logits, dim=1)]
+    log_probabilities += [F.log_softmax(predict(view), dim=1) for view in views]
+    # log(mean of p) computed in log space, so tiny probabilities do not round to log(0).
+    return torch.logsumexp(torch.stack(log_probabilities), dim=0) - math.log(len(log_probabilities))
 
 
 def classification_summary(logits: torch.Tensor, labels: torch.Tensor, calibration_bins: int = 15) -> dict:
@@ -206,12 +223,13 @@ def calibrated_summary(
 def score_predictors(
     predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, calibration_bins: int,
     baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, tta: bool = False,
-    held_out: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    held_out: Optional[tuple[torch.Tensor, torch.Tensor]] = None, tta_shift: int = 0,
 ) -> tuple[dict, torch.Tensor]:
     """The evaluate stage's metrics and the model's test logits.
 
     Metrics: {"test": summary} plus "baseline" (the `baseline` predictor's summary, when given)
-    and "tta" (horizontal-flip test-time augmentation, when `tta`), each a
+    and "tta" (horizontal-flip test-time augmentation, with `tta_shift`-pixel shifts of both
+    views when it is not 0: flip_tta_logits; when `tta`), each a
     classification_summary, and "calibrated" (calibrated_summary of the test logits, the
     temperature fitted on the `held_out` (images, labels), when given and not empty).
     `predict` maps normalised images to logits.
@@ -221,7 +239,8 @@ def score_predictors(
     if baseline is not None:
         metrics["baseline"] = classification_summary(baseline(images), labels, calibration_bins)
     if tta:
-        metrics["tta"] = classification_summary(flip_tta_logits(predict, images, logits=logits), labels, calibration_bins)
+        tta_logits = flip_tta_logits(predict, images, logits=logits, shift=tta_shift)
+        metrics["tta"] = classification_summary(tta_logits, labels, calibration_bins)
     if held_out is not None and held_out[1].numel():
         metrics["calibrated"] = calibrated_summary(logits, labels, predict(held_out[0]), held_out[1], calibration_bins)
     return metrics, logits
