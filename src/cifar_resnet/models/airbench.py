@@ -11,13 +11,13 @@ BatchNorm scales stay at 1 and only their shifts train. The convolutions start a
 identities on their first input channels (Dirac), and the logits are scaled by 1/9. At
 `width` c the stages have c, 4c and 4c channels; c = 64 is the published network.
 
-His training tricks are train-stage options, not part of the network: lookahead weight
-averaging (`train.lookahead`), alternating flips (`augment.hflip: alternate`) and 64x
-learning rate on the BatchNorm shifts (`train.norm_lr_scale`). Left out: the whitening
-bias frozen after three epochs, and his translated test-time views. The top-level names
-(conv1, act, layer1-3, pool, dropout, fc) follow ResNet's where they can, so Grad-CAM
-paths, the backbone/head split and the checkpoint format work unchanged. Its 32x32 input
-leaves maps of 31, 15, 7 and 3 pixels.
+His training tricks are pipeline options, not part of the network: lookahead weight
+averaging (`train.lookahead`), alternating flips (`augment.hflip: alternate`), 64x
+learning rate on the BatchNorm shifts (`train.norm_lr_scale`) and translated test-time
+views (`evaluate.tta_shift`). Left out: the whitening bias frozen after three epochs. The
+top-level names (conv1, act, layer1-3, pool, dropout, fc) follow ResNet's where they can,
+so Grad-CAM paths, the backbone/head split and the checkpoint format work unchanged. Its
+32x32 input leaves maps of 31, 15, 7 and 3 pixels.
 """
 
 from __future__ import annotations
