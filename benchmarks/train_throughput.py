@@ -30,6 +30,7 @@ from cifar_resnet.data.shapes import generate_shapes
 from cifar_resnet.inference import autocast
 from cifar_resnet.models import build_model
 from cifar_resnet.training import Precision, train_one_epoch
+from cifar_resnet.training.loop import compiled
 from cifar_resnet.training.run import assemble_run
 
 AUGMENTS = {
@@ -86,7 +87,7 @@ def main() -> None:
     images = steps * args.batch
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     # The loop trains the compiled wrapper, as fit() does with train.compile.
-    trainable = torch.compile(model) if args.compile else model
+    trainable = compiled(model, True) if args.compile else model
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # Warm up: worker start-up, allocator, kernels.
