@@ -68,8 +68,8 @@ def test_schedulers():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     for name in SCHEDULES:
         assert build_schedule(optimizer, TrainParams(scheduler=name, epochs=2), 3).kind == name
-    with pytest.raises(UserError, match=r"unknown scheduler 'linear' \(valid: onecycle, step, plateau, cosine, none\)"):
-        build_schedule(optimizer, TrainParams.model_construct(scheduler="linear"), 3)
+    with pytest.raises(UserError, match=r"unknown scheduler 'triangle' \(valid: onecycle, linear, step, plateau, cosine, none\)"):
+        build_schedule(optimizer, TrainParams.model_construct(scheduler="triangle"), 3)
 
 
 def test_precisions():

@@ -79,6 +79,11 @@ class ModelParams(_Section):
     block_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pretrained: Optional[str] = None  # null | imagenet | path to a state dict
     freeze: Literal["none", "backbone"] = "none"
+    # Every BatchNorm layer's running-statistics momentum (torch's convention: the share of
+    # each new batch) and eps. airbench94 uses 0.4 and 1e-12 (Jordan writes 0.6, his own
+    # convention's 1 - 0.4): statistics that follow the fast-moving weights of a 10-epoch run.
+    norm_momentum: float = Field(0.1, gt=0.0, le=1.0)
+    norm_eps: float = Field(1.0e-5, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _fixed_layouts_are_fixed(self) -> "ModelParams":
@@ -154,7 +159,9 @@ class EarlyStoppingParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(30, ge=1)
+    # A fraction ends the run inside its last epoch: 9.9 trains 9 whole epochs and 90% of
+    # the batches of a tenth (airbench94's length); the schedule spans exactly the steps trained.
+    epochs: Union[int, float] = Field(30, gt=0, le=100_000)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -166,7 +173,7 @@ class TrainParams(_Section):
     # LR multiplier of BatchNorm parameters, their weight decay divided by it (airbench: 64).
     norm_lr_scale: float = Field(1.0, gt=0.0, le=1024.0)
     l1: float = Field(0.0, ge=0.0)
-    scheduler: Literal["onecycle", "step", "plateau", "cosine", "none"] = "onecycle"
+    scheduler: Literal["onecycle", "linear", "step", "plateau", "cosine", "none"] = "onecycle"
     div_factor: float = Field(25.0, ge=1.0)
     final_div_factor: float = Field(1.0e4, ge=1.0)
     pct_start: float = Field(0.3, gt=0.0, lt=1.0)
@@ -178,6 +185,8 @@ class TrainParams(_Section):
     # Jordan's lookahead: every 5 steps the weights move to a lagging average of themselves,
     # which lags more as the run ends (training.lookahead).
     lookahead: bool = False
+    # airbench: its whitening layer's bias learns for this many epochs, then stays (null = always learns).
+    freeze_whitening_bias_after: Optional[int] = Field(None, ge=0)
     clip_grad_norm: Optional[float] = Field(None, gt=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Union[Literal["auto"], bool] = "auto"
@@ -203,6 +212,9 @@ class TrainParams(_Section):
             raise ValueError("nesterov needs momentum > 0 (set train.momentum or train.nesterov: false)")
         if self.scheduler == "cosine" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves no epochs to anneal (epochs = {self.epochs})")
+        if self.freeze_whitening_bias_after is not None and self.nproc > 1:
+            # DDP would wait for the gradient of a parameter that stopped taking one.
+            raise ValueError("freeze_whitening_bias_after works in one process only (set train.nproc: 1)")
         if self.batch_size % self.nproc:
             raise ValueError(f"batch_size {self.batch_size} does not split evenly over nproc = {self.nproc} processes")
         return self
@@ -256,6 +268,8 @@ class Params(_Section):
     @model_validator(mode="after")
     def _cam_layer_has_a_map(self) -> "Params":
         # Caught here, when any stage starts, rather than by the gradcam stage after training.
+        if self.train.freeze_whitening_bias_after is not None and self.model.arch != "airbench":
+            raise ValueError(f"train.freeze_whitening_bias_after: {self.model.arch} has no whitening layer (airbench has)")
         layer = self.gradcam.target_layer
         if self.model.arch in FIXED_LAYOUT_ARCHS and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(f"gradcam.target_layer {layer}: {self.model.arch} has three stages; use auto or layer3")

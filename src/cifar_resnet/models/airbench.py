@@ -14,7 +14,9 @@ identities on their first input channels (Dirac), and the logits are scaled by 1
 His training tricks are pipeline options, not part of the network: lookahead weight
 averaging (`train.lookahead`), alternating flips (`augment.hflip: alternate`), 64x
 learning rate on the BatchNorm shifts (`train.norm_lr_scale`) and translated test-time
-views (`evaluate.tta_shift`). Left out: the whitening bias frozen after three epochs. The
+views (`evaluate.tta_shift`), the whitening bias frozen after three epochs
+(`train.freeze_whitening_bias_after`) and his BatchNorm momentum and eps (`model.norm_momentum`,
+`model.norm_eps`). The
 top-level names (conv1, act, layer1-3, pool, dropout, fc) follow ResNet's where they can,
 so Grad-CAM paths, the backbone/head split and the checkpoint format work unchanged. Its
 32x32 input leaves maps of 31, 15, 7 and 3 pixels.
@@ -111,6 +113,10 @@ class AirbenchNet(FreezableNetwork):
         """Set the input layer to whiten the patches of `images` (normalised NCHW, as the network sees them)."""
         self.conv1.weight.copy_(whitening_filters(images))
         self.conv1.bias.zero_()
+
+    def whitening_bias(self) -> nn.Parameter:
+        """The input layer's bias: the one learned part of it (train.freeze_whitening_bias_after)."""
+        return self.conv1.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv1(x))

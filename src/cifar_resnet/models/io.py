@@ -21,7 +21,7 @@ from .resnet import Network, build_model
 
 # Which stage writes the final model, for "not found" messages.
 PRODUCER = "train"
-_BUILD_KEYS = ("arch", "num_classes", "width", "stem", "dropout", "blocks", "block_dropout")
+_BUILD_KEYS = ("arch", "num_classes", "width", "stem", "dropout", "blocks", "block_dropout", "norm_momentum", "norm_eps")
 # What the evaluate, export and gradcam stages read from the config besides the build keys.
 _REQUIRED = ("arch", "num_classes", "classes", "mean", "std")
 

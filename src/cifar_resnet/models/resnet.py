@@ -210,16 +210,25 @@ def build_model(
     dropout: float = 0.0,
     blocks: Optional[Sequence[int]] = None,
     block_dropout: float = 0.0,
+    norm_momentum: float = 0.1,
+    norm_eps: float = 1e-5,
 ) -> "Network":
-    """Build `arch` (optionally with `blocks` overriding its per-stage block counts)."""
+    """Build `arch` (optionally with `blocks` overriding its per-stage block counts), its
+    BatchNorm layers with `norm_momentum` and `norm_eps` (torch's defaults unless given)."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
     if arch in FIXED_LAYOUTS:
         _check_fixed_layout_args(arch, stem, blocks)
         _check_args(None, num_classes, width, stem, dropout, block_dropout)
-        return FIXED_LAYOUTS[arch](num_classes, width, dropout, block_dropout)
-    block, layers = STAGED_LAYOUTS[arch]
-    return ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout, block_dropout)
+        model = FIXED_LAYOUTS[arch](num_classes, width, dropout, block_dropout)
+    else:
+        block, layers = STAGED_LAYOUTS[arch]
+        model = ResNet(block, list(blocks) if blocks is not None else layers, num_classes, width, stem, dropout,
+                       block_dropout)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum, module.eps = norm_momentum, norm_eps
+    return model
 
 
 def _check_fixed_layout_args(arch: str, stem: str, blocks: Optional[Sequence[int]]) -> None:

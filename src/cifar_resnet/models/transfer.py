@@ -58,7 +58,8 @@ def prepare_model(params: ModelParams, num_classes: int) -> PreparedModel:
     """Build `params.arch`, load `params.pretrained`, apply `params.freeze`; say what was done."""
     model = build_model(
         params.arch, num_classes, width=params.width, stem=params.stem, dropout=params.dropout,
-        blocks=params.blocks, block_dropout=params.block_dropout,
+        blocks=params.blocks, block_dropout=params.block_dropout, norm_momentum=params.norm_momentum,
+        norm_eps=params.norm_eps,
     )
     notes: list[str] = []
     fresh: tuple[str, ...] = ()

@@ -24,12 +24,22 @@ from .augment import (
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 NHWC images, on the 0..1 scale."""
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    std = pixels.std(axis=0)
+    """Per-channel mean and std of uint8 NHWC images, on the 0..1 scale.
+
+    Computed from each channel's histogram of the 256 values, exactly as from the pixels
+    but without a float64 copy of them: that copy took 9 s for CIFAR-10's 45,000 images
+    on 2 cores, about 1% of a whole CPU training run.
+    """
+    channels = images.shape[-1]
+    flat = images.reshape(-1, channels)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in range(channels)]).astype(np.float64)
+    total = max(len(flat), 1)
+    mean = counts @ values / total
+    std = np.sqrt((counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / total)
     # A constant channel (e.g. grey digits) would divide by zero when normalising.
     std = np.where(std < 1e-6, 1.0, std)
-    return pixels.mean(axis=0).tolist(), std.tolist()
+    return mean.tolist(), std.tolist()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

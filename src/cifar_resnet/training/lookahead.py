@@ -5,7 +5,7 @@ and training goes on from there: `average <- decay * average + (1 - decay) * wei
 then `weights <- average`. The decay grows with the cube of the run's progress, from 0
 (no averaging: early training moves fast and an average would only hold it back) to
 0.95**5 at the last step, so the end of the one-cycle schedule, when the weights jitter
-around a minimum, is smoothed the most. Jordan's numbers: an update every 5 steps, the
+around a minimum, is smoothed the most; after the last step the weights are the average. Jordan's numbers: an update every 5 steps, the
 decay 0.95**5 times (step / total steps)**3.
 
 Every floating-point tensor of the model's state is averaged, BatchNorm's running
@@ -41,10 +41,17 @@ class Lookahead:
 
     @torch.no_grad()
     def after_step(self, model: torch.nn.Module, step: int) -> None:
-        """Call after optimiser step `step` (1-based, counted over the whole run)."""
-        if step % LOOKAHEAD_EVERY and step != self.total_steps:
-            return
-        decay = lookahead_decay(step, self.total_steps)
+        """Call after optimiser step `step` (1-based, counted over the whole run).
+
+        After the last step the weights become the average itself (Jordan's final update
+        with decay 1): whatever the steps since the last update moved is dropped.
+        """
+        if step % LOOKAHEAD_EVERY == 0:
+            self._update(model, lookahead_decay(step, self.total_steps))
+        if step == self.total_steps:
+            self._update(model, 1.0)
+
+    def _update(self, model: torch.nn.Module, decay: float) -> None:
         for name, value in self._averaged(model).items():
             average = self.average[name]
             average.lerp_(value, 1.0 - decay)

@@ -19,7 +19,7 @@ from ..inference import autocast, autocast_dtype, evaluate_logits, loss_and_accu
 from .augment import derive_seed
 from .checkpoint import save_checkpoint
 from .lookahead import Lookahead
-from .schedule import LRSchedule
+from .schedule import LRSchedule, epoch_count, steps_in_epoch
 
 # How often the progress bar reads the running loss from the device (each read waits for
 # the device to finish, which on a GPU stalls the queue of the next steps).
@@ -165,9 +165,12 @@ def train_one_epoch(
     finite = torch.ones((), dtype=torch.bool, device=device)
     lr = run.optimizer.param_groups[0]["lr"]
     # disable=None: a live bar on a terminal, silence in logs and tests.
-    bar = tqdm(run.feeder.epoch(epoch), total=len(run.feeder), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+    steps = steps_in_epoch(epoch, cfg.epochs, len(run.feeder))
+    bar = tqdm(run.feeder.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                disable=None if run.dist_info.is_main else True, unit="batch")
     for step, batch in enumerate(bar):
+        if step == steps:
+            break  # a fractional last epoch (train.epochs 9.9) ends here
         # The feeder has augmented and mixed the batch; from pinned memory these copies only queue.
         images = batch.images.to(device, non_blocking=True)
         labels_a = batch.labels_a.to(device, non_blocking=True)
@@ -315,9 +318,12 @@ def fit(
             on_epoch_end(result)
 
     best_score = max((_score(r) for r in state.history if r.epoch > 0), default=-math.inf)
-    for epoch in range(state.history[-1].epoch + 1, cfg.epochs + 1):
+    for epoch in range(state.history[-1].epoch + 1, epoch_count(cfg.epochs) + 1):
         if state.stop_reason:
             break
+        if cfg.freeze_whitening_bias_after is not None:
+            # Set every epoch, so a resumed run freezes it just as an uninterrupted one.
+            run.model.whitening_bias().requires_grad_(epoch <= cfg.freeze_whitening_bias_after)
         # Dropout and anything else drawing from torch's global RNG: seeded by epoch, so resumable.
         torch.manual_seed(derive_seed(run.seed, epoch, 2, dist_info.rank))
         train_loss, train_acc, lr = train_one_epoch(trainable, run, epoch, scaler, precision)

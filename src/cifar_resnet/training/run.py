@@ -38,7 +38,7 @@ from .feeding import DeviceFeeder, LoaderFeeder, channel_stats
 from .lookahead import Lookahead
 from .loop import TrainingRun, seed_everything
 from .optim import build_optimizer, parameter_groups
-from .schedule import build_schedule
+from .schedule import build_schedule, total_steps
 
 
 def check_consistency(cfg: TrainParams, train_size: int, val_size: int) -> None:
@@ -96,7 +96,7 @@ def assemble_run(
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale, cfg.norm_lr_scale)
     optimizer = build_optimizer(groups, cfg.optimizer, cfg.max_lr, cfg.momentum, cfg.nesterov, cfg.optimizer_kernels, device)
     schedule = build_schedule(optimizer, cfg, len(feeder))
-    lookahead = Lookahead(model, cfg.epochs * len(feeder)) if cfg.lookahead else None
+    lookahead = Lookahead(model, total_steps(cfg.epochs, len(feeder))) if cfg.lookahead else None
     return TrainingRun(model, feeder, val_images, val_labels, optimizer, schedule, cfg, device, seed, mean, std,
                        num_classes, dist_info, lookahead=lookahead)
 
