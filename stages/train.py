@@ -49,7 +49,8 @@ def main() -> None:
 
     outputs = TrainOutputs(args.model, args.config, args.baseline, args.summary, args.checkpoints, args.live, args.resume)
     # The resume key holds this script's import closure: a checkpoint of other code is never resumed.
-    sources = RunSources(import_closure(__file__, _local_src.SRC), data_files, _local_src.SRC.parent)
+    # params.yaml is read again before the outputs are written: a run it no longer describes is not published.
+    sources = RunSources(import_closure(__file__, _local_src.SRC), data_files, _local_src.SRC.parent, Path("params.yaml"))
     train_resumably(params, classes, train_set, val_set, outputs, sources)
 
 

@@ -15,6 +15,12 @@ So the archive is checked first (member names allow-listed, every pickle-bearing
 load with weights_only=True) and then loaded from the same bytes, with
 TORCH_FORCE_WEIGHTS_ONLY_LOAD set so that any torch.load a future torch adds is restricted too.
 
+The loaded graph is checked too, before it becomes a callable module: its nodes name the
+functions they call, and torch's deserializer and verifier accept more than tensor maths
+(higher-order ops, any registered custom op, Python callables reached through them). So
+every node of every graph (subgraphs included) may call only ATen or prims operators, or
+operator.getitem, which is all the project's own exports use.
+
 TorchScript files (torch.jit.load) need no such check: their unpickler
 (torch/csrc/jit/serialization/unpickler.cpp) resolves globals only to tensors, containers and
 TorchScript/torchbind classes, never to Python callables, and their code is TorchScript run by
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import os
 import warnings
 import zipfile
@@ -47,6 +54,15 @@ _PICKLE_FOLDERS = ("data/weights/", "data/constants/", "data/sample_inputs/")
 _UNSAFE_CONSTANTS = ("custom_obj_", "opaque_obj_")
 
 
+# Operator namespaces a loaded program may call: ATen (all the project's exports use, as
+# listed from exporting every architecture) and its primitive decompositions (prims).
+_ALLOWED_NAMESPACES = ("aten", "prims")
+# Plain callables a graph may call: getitem picks one result of a multi-output operator.
+_ALLOWED_CALLABLES = (operator.getitem,)
+# Node kinds that call nothing: inputs, outputs, and references to parameters and subgraphs.
+_INERT_NODES = ("placeholder", "output", "get_attr")
+
+
 class UnsafeModelFile(Exception):
     """A model file that could run code when loaded, or that is not a torch.export archive."""
 
@@ -57,7 +73,48 @@ def load_program_module(path: str | os.PathLike) -> torch.nn.Module:
     data = path.read_bytes()  # checked and loaded from the same bytes: the file cannot change in between
     check_program_bytes(data, path)
     with _weights_only_loads():
-        return torch.export.load(io.BytesIO(data)).module()
+        program = torch.export.load(io.BytesIO(data))
+    check_program_graph(program, path)
+    return program.module()
+
+
+def check_program_graph(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Raise UnsafeModelFile unless every node of every graph calls only allowed operators (see the module doc)."""
+    for name, module in program.graph_module.named_modules():
+        if not isinstance(module, torch.fx.GraphModule):  # a module with Python code of its own
+            raise _unsafe(path, f"submodule {name!r} is a {type(module).__name__}, not a graph")
+        for node in module.graph.nodes:
+            if node.op in _INERT_NODES:
+                continue
+            if node.op != "call_function" or not _allowed_target(node.target):
+                raise _unsafe(path, f"its graph calls {_target_name(node.target)} ({node.op}), "
+                                    f"outside the allowed operators ({', '.join(_ALLOWED_NAMESPACES)}, getitem)")
+
+
+def _allowed_target(target: object) -> bool:
+    if any(target is allowed for allowed in _ALLOWED_CALLABLES):
+        return True
+    if isinstance(target, torch._ops.OpOverload):
+        return target.namespace in _ALLOWED_NAMESPACES
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return target._qualified_op_name.split("::")[0] in _ALLOWED_NAMESPACES
+    return False  # higher-order ops, Python functions, methods, modules
+
+
+def _target_name(target: object) -> str:
+    """A node's target as one short name: `cifar.evil.default`, `higher_order.cond`, `posix.system`."""
+    if isinstance(target, str):  # call_method and call_module name theirs
+        name = target
+    elif isinstance(target, torch._ops.OpOverload):
+        name = str(target)
+    elif isinstance(target, torch._ops.OpOverloadPacket):
+        name = target._qualified_op_name.replace("::", ".")
+    elif isinstance(target, torch._ops.HigherOrderOperator):
+        name = f"{target.namespace}.{target.name()}"
+    else:
+        module = getattr(target, "__module__", None) or type(target).__module__
+        name = f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
+    return name[:120]
 
 
 def check_program_bytes(data: bytes, path: Path) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,35 +138,64 @@ class ResumeStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
+    # How long a lock whose recorded holder is dead may stay busy before it is broken: the
+    # holder's forked children (DataLoader workers) inherit the locked file and notice its
+    # death only at their next check, up to 30 s later.
+    stale_grace_s = 2.0
+
     @contextmanager
     def exclusive(self) -> Iterator["ResumeStore"]:
         """Hold the store for one training process; a second one is refused with a clear error.
 
-        The lock is an flock, released by the kernel when its holder dies however it dies,
-        so a killed run never blocks the next one, while a live orphan always does.
+        The lock is an flock, released by the kernel once every process holding the locked
+        file has ended, so a live orphan trainer always blocks the next run. But a killed
+        trainer's forked workers hold the same file: when the pid recorded in it is dead,
+        the lock is waited for briefly, then broken by replacing the file (the orphans keep
+        the old one).
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                holder = lock.read().strip() or "another process"
-                raise UserError(
-                    f"{self.folder} is in use by another training run ({holder}); wait for it to end or stop it"
-                ) from None
+        with self._locked() as lock:
             lock.seek(0)
             lock.truncate()
             lock.write(f"pid {os.getpid()}")
             lock.flush()
             yield self
 
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """The lock file, flocked by this process (see `exclusive`)."""
+        path = self.folder / ".lock"
+        stale_since = None
+        while True:
+            lock = open(path, "a+")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _recorded_holder(lock)
+                if holder is None or _alive(holder):
+                    lock.close()
+                    raise UserError(f"{self.folder} is in use by another training run "
+                                    f"({f'pid {holder}' if holder else 'another process'}); "
+                                    "wait for it to end or stop it") from None
+                stale_since = stale_since or time.monotonic()
+                if time.monotonic() - stale_since >= self.stale_grace_s:
+                    _replace_if_same(path, lock)
+                else:
+                    time.sleep(0.1)
+                lock.close()
+                continue
+            if _same_file(path, lock):  # not replaced by a breaker between our open and flock
+                break
+            lock.close()
+        with lock:
+            yield lock
+
     def checkpoints(self) -> list[Path]:
         return sorted(p for p in self.folder.glob("*.pt") if not p.name.startswith("."))
 
     def clear(self) -> None:
         for entry in self.folder.iterdir() if self.folder.is_dir() else ():
-            if entry.name == ".lock":
+            if entry.name in (".lock", ".lock-break"):
                 continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
@@ -192,6 +223,43 @@ class ResumeStore:
             for checkpoint in self.checkpoints():
                 shutil.move(checkpoint, tmp / checkpoint.name)
         self.clear()
+
+
+def _recorded_holder(lock) -> Optional[int]:
+    """The pid `exclusive` wrote into the lock file, or None if there is none (yet)."""
+    lock.seek(0)
+    found = re.fullmatch(r"pid (\d+)", lock.read().strip())
+    return int(found[1]) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _same_file(path: Path, lock) -> bool:
+    """Whether `path` still names the file `lock` has open."""
+    try:
+        return os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _replace_if_same(path: Path, stale) -> None:
+    """Unlink the stale lock file, unless another breaker has already replaced it.
+
+    Breakers take turns through a second flock, held only for this check and unlink (no
+    process forks while holding it), so two of them never both break and both lock.
+    """
+    with open(path.with_name(".lock-break"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if _same_file(path, stale):
+            path.unlink()
 
 
 @dataclass
