@@ -109,12 +109,24 @@ def build_template(js_dir: Path, probe: bool = False) -> str:
     return page.replace("@SCRIPTS@", "\n    ".join(scripts))
 
 
+class PageError(Exception):
+    """dvc could not write the page (an unknown revision, not a DVC project): one line, exit status 1."""
+
+
 def render(repo: Path, template: Path, out: Path, diff: list[str] | None) -> Path:
-    """Run the dvc CLI in repo; returns the page it wrote."""
+    """Run the dvc CLI in repo; returns the page it wrote. A failing dvc is a PageError naming why."""
     dvc = shutil.which("dvc") or sys.exit("the dvc CLI is not on PATH")
     command = [dvc, "plots", "diff", *diff] if diff is not None else [dvc, "plots", "show"]
+    shown = " ".join(command[1:3] + (diff or []))
     command += ["--html-template", str(template.resolve()), "-o", str(out.resolve())]
-    subprocess.run(command, cwd=repo, check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    if result.returncode != 0:
+        # dvc's own message (e.g. "ERROR: unexpected error - unknown Git revision 'x'") is the
+        # reason; its last non-empty line, not a CalledProcessError traceback.
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise PageError(f"dvc {shown} failed in {repo}: {reason}")
     return out / "index.html"
 
 
@@ -172,4 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except PageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -15,7 +15,12 @@ the path, then the top classes with probabilities. --temperature divides the log
 the softmax: the evaluate stage fits one on the validation split (`calibrated.temperature` in
 metrics/eval.json, which `dvc metrics show` prints) so that the probabilities match how often
 the model is right. An unreadable image is reported on stderr and the others are still
-classified; the exit status is then 1.
+classified; the exit status is then 1. Only regular files are read as images: a FIFO or a
+device named as an image is refused rather than waited on.
+
+A model runs with no time limit: a model file whose graph never returns (a TorchScript
+loop that never ends, say) makes this script hang; stop it with Ctrl-C, and run only
+models you made or trust.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def read_preprocess(path: Path) -> dict:
         raise InputError(f"{path}: not found (the export stage writes it beside the models; or pass --preprocess)") from None
     except (OSError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8
         raise InputError(f"{path}: not a valid preprocess.json ({type(err).__name__}: {err})") from None
+    except RecursionError:  # json nests one Python call per [ or {: thousands of them overflow the stack
+        raise InputError(f"{path}: not a valid preprocess.json (nested too deeply)") from None
     problem = preprocess_problem(info)
     if problem:
         raise InputError(f"{path}: not a valid preprocess.json ({problem})")
@@ -145,6 +152,10 @@ class OnnxModel:
 
 def read_image(path: Path, size: int) -> np.ndarray:
     """The image as uint8 RGB (size, size, 3), resized when it is not already that size."""
+    if path.exists() and not path.is_file():
+        # Opening a FIFO blocks until something writes to it (and a device may never end):
+        # only regular files are images, as in the folder dataset.
+        raise InputError(f"{path}: not a regular file")
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: a bomb all the same.
@@ -190,10 +201,19 @@ def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 
 
 def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Class probabilities (softmax of logits / temperature) for normalised images, BATCH_SIZE at a time."""
+    """Class probabilities (softmax of logits / temperature) for normalised images, BATCH_SIZE at a time.
+
+    In float64, where a tiny temperature (1e-40) still leaves logits / temperature finite, and
+    the softmax of finite numbers is never nan; a temperature too small even for that is refused.
+    """
     with torch.inference_mode():
         logits = torch.cat([model(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)])
-    return (logits.float() / temperature).softmax(dim=1)
+    scaled = logits.double() / temperature
+    if not torch.isfinite(scaled).all():
+        if not torch.isfinite(logits).all():
+            raise InputError("the model's outputs are not finite numbers (inf or nan)")
+        raise InputError(f"--temperature {temperature} is too small: the logits divided by it overflow")
+    return scaled.softmax(dim=1)
 
 
 def format_line(path: Path, probabilities: torch.Tensor, classes: list[str], top: int) -> str:
@@ -216,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if paths:
         try:
             probabilities = predict(model, normalise(np.stack(pixels), info["mean"], info["std"]), args.temperature)
+        except InputError:
+            raise
         except Exception as err:  # e.g. an image_size the model was not made for; torch and onnxruntime differ in types
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise InputError(f"{args.model}: the model could not run on the images ({first[:200]})") from None

@@ -3,7 +3,7 @@ import re
 import pytest
 import yaml
 
-from cifar_resnet.config import load_params, validate_params
+from cifar_resnet.config import apply_overrides, load_params, parse_yaml, validate_params
 from cifar_resnet.errors import UserError
 
 REPO_PARAMS = "params.yaml"
@@ -136,3 +136,69 @@ def test_params_that_are_not_utf8_are_one_line(tmp_path):
 @pytest.mark.parametrize("value", [False, True, "reduce-overhead", "max-autotune"])
 def test_compile_is_off_on_or_a_torch_compile_mode(value):
     assert validate_params({"train": {"compile": value}}).train.compile == value
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("seed: 010\n", "seed = 10 in YAML 1.2 (as DVC reads it) but 8 in YAML 1.1"),
+        ("train:\n  nesterov: off\n", "train.nesterov = 'off' in YAML 1.2 (as DVC reads it) but False in YAML 1.1"),
+        ("train:\n  hflip: yes\n", "train.hflip = 'yes' in YAML 1.2 (as DVC reads it) but True in YAML 1.1"),
+        ("data:\n  source: 1:20\n", "data.source = '1:20' in YAML 1.2 (as DVC reads it) but 80 in YAML 1.1"),
+        ("yes: 1\n", "key 'yes' in (top level) reads as True in YAML 1.1"),
+    ],
+)
+def test_values_yaml_1_1_and_dvc_read_differently_are_refused(tmp_path, text, expected):
+    """DVC reads params.yaml as YAML 1.2; a value YAML 1.1 reads otherwise would fool `dvc status`."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+
+
+def test_values_both_dialects_agree_on_are_read_as_dvc_reads_them(tmp_path):
+    from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
+
+    text = "seed: 1_000\ntrain:\n  weight_decay: 5e-4\n  nesterov: false\ndata:\n  source: '1:20'\n"
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert (params.seed, params.train.weight_decay, params.train.nesterov, params.data.source) == (1000, 5e-4, False, "1:20")
+    assert parse_yaml(text) == dvc_parse_yaml(text, "params.yaml")
+
+
+def test_overrides_are_held_to_the_same_reading():
+    with pytest.raises(UserError, match=r"^-S 'seed=010': seed = 10 in YAML 1.2"):
+        apply_overrides({"seed": 1}, ["seed=010"])
+    assert apply_overrides({"seed": 1}, ["seed=1_000"]) == {"seed": 1000}
+
+
+def test_billion_laughs_is_refused_in_one_line_without_expanding(tmp_path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        lines.append(f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    lines.append("model:\n  arch: *i")
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"alias \*a \(line 2\): params take no YAML aliases") as caught:
+        load_params(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_oversized_params_file_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\n" + "#" * (2 << 20) + "\n")
+    with pytest.raises(UserError, match="larger than 1024 KiB"):
+        load_params(path)
+
+
+def test_a_huge_rejected_value_is_cut_short_in_the_message():
+    nested = ["lol"] * 9
+    for _ in range(8):
+        nested = [nested] * 9  # 9**9 leaves, shared: its full repr would be gigabytes
+    with pytest.raises(UserError) as caught:
+        validate_params({"model": {"arch": nested}})
+    assert len(str(caught.value)) < 400

@@ -119,3 +119,29 @@ def test_classes_round_trip_and_errors(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(UserError, match="list of class names"):
         load_classes(path)
+
+
+def test_deeply_nested_classes_json_is_one_line(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # RecursionError inside json, not a JSONDecodeError
+    with pytest.raises(UserError, match=r"not valid JSON \(nested too deeply\)"):
+        load_classes(path)
+
+
+def test_a_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "train.npz"
+    save_imageset(path, make_set(4))
+    forged = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(forged, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "images.npy":
+                # A shape of 10**7 images, 28.6 GiB that numpy would allocate first; the header keeps
+                # its length (6 padding spaces give way to 6 more digits).
+                data = data.replace(b"(4, 32, 32, 3), }" + b" " * 6, b"(9999999, 32, 32, 3), }", 1)
+                assert b"9999999" in data
+            target.writestr(info, data)
+    with pytest.raises(UserError, match=r"array 'images\.npy' declares shape \(9999999, 32, 32, 3\) of uint8 "
+                                        r"\(30719996928 bytes\) but holds 12288 bytes") as info:
+        load_imageset(forged)
+    assert "\n" not in str(info.value)

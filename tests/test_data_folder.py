@@ -217,3 +217,19 @@ def test_model_summary_takes_the_class_count_of_a_folder_dataset(tmp_path):
     save_classes(tmp_path / "data" / "raw" / "classes.json", ["a", "b", "c"])
     after = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert after.returncode == 0 and "3 classes (folder)" in after.stdout, after.stderr
+
+
+def test_a_class_folder_name_that_is_not_utf8_becomes_a_displayable_name(tmp_path):
+    """Python keeps the bytes as lone surrogates, which JSON, matplotlib and terminals cannot encode."""
+    latin1 = os.fsdecode(b"caf\xe9")  # 'caf\udce9'
+    make_dataset(tmp_path / "data", classes=(latin1, "dog"))
+    _, _, classes = read_image_folder(tmp_path / "data", workers=1)
+    assert classes == ["caf\\xe9", "dog"]
+    assert all(name.encode("utf-8") for name in classes)  # no surrogates left
+    save_classes(tmp_path / "classes.json", classes)  # what the evaluate and gradcam stages read
+
+
+def test_class_folders_that_would_read_the_same_are_refused(tmp_path):
+    make_dataset(tmp_path / "data", classes=(os.fsdecode(b"caf\xe9"), "caf\\xe9"))
+    with pytest.raises(UserError, match=r"two class folders both read as 'caf\\\\xe9'"):
+        read_image_folder(tmp_path / "data", workers=1)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -153,6 +154,28 @@ def test_offline_template_inlines_the_libraries_from_npm_archives(plots_repo, tm
     positions = [html.index(f"window['{name}-stand-in'] = '<\\/script>';") for name in module.LIBRARIES]
     assert positions == sorted(positions)  # vega, then vega-lite, then vega-embed
     assert html.count("vegaEmbed(") == sum(props is not None for props in plot_definitions().values())
+
+
+def test_an_unknown_revision_is_one_line_not_a_traceback(plots_repo, tmp_path, capsys):
+    module = plots_page()
+    js = tmp_path / "js"
+    js.mkdir()
+    for name in module.LIBRARIES:
+        (js / f"{name}.min.js").write_text(f"window['{name}-stand-in'] = 1;")
+    repo = tmp_path / "repo"  # with a commit: in a repository without one, dvc ignores the revisions
+    shutil.copytree(plots_repo, repo)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=repo, check=True)
+    script = REPO / "scripts" / "plots_page.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--js", str(js), "--repo", str(repo), "--out", str(tmp_path / "page"),
+         "--diff", "no-such-revision"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: dvc plots diff no-such-revision failed in "), result.stderr
+    assert "no-such-revision" in lines[0].split(" failed in ", 1)[1] and "Traceback" not in result.stderr
 
 
 def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):

@@ -133,3 +133,10 @@ def test_stages_report_a_corrupt_config_in_one_line(stage, tmp_path: Path, run_s
     assert result.stderr.strip().splitlines() == [f"error: {config}: not a valid model config (width = 100000: Input "
                                                   "should be less than or equal to 1024); retrain with `dvc repro train`"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "params.yaml"]
+
+
+def test_a_deeply_nested_config_is_a_one_line_user_error(tmp_path: Path) -> None:
+    _, weights, config = _saved(tmp_path)
+    config.write_text("[" * 100_000 + "]" * 100_000)  # RecursionError inside json, not a JSONDecodeError
+    with pytest.raises(UserError, match=r"model\.json: not a valid model config \(nested too deeply\)$"):
+        load_model(weights, config)

@@ -281,3 +281,38 @@ def test_the_script_imports_only_torch_pil_numpy_safeload_onnxruntime_and_the_st
     third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     # safeload (torch and the standard library only) from the package, or copied beside the script.
     assert third_party == {"torch", "PIL", "numpy", "onnxruntime", "cifar_resnet.safeload", "safeload"}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_as_an_image_is_refused_not_waited_on(tmp_path) -> None:
+    fifo = tmp_path / "stream.png"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    script = _script()
+    with pytest.raises(script.InputError, match=r"stream\.png: not a regular file$"):
+        script.read_image(fifo, 32)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300])
+def test_a_tiny_temperature_gives_probabilities_never_nan(temperature) -> None:
+    script = _script()
+    logits = torch.tensor([[2.0, 1.0, -3.0], [0.5, 0.5, 0.25]])
+    probabilities = script.predict(lambda images: logits[: len(images)], torch.zeros(2, 3, 4, 4), temperature)
+    assert torch.isfinite(probabilities).all()
+    assert probabilities[0].tolist() == [1.0, 0.0, 0.0]
+    assert probabilities[1].tolist() == [0.5, 0.5, 0.0]  # a tie stays a tie
+    assert "nan" not in script.format_line(Path("a.png"), probabilities[0], ["x", "y", "z"], 3)
+
+
+def test_a_temperature_too_small_even_for_float64_is_refused() -> None:
+    script = _script()
+    logits = torch.tensor([[2.0, 1.0, -3.0]])
+    with pytest.raises(script.InputError, match=r"^--temperature 1e-320 is too small"):
+        script.predict(lambda images: logits, torch.zeros(1, 3, 4, 4), 1e-320)
+
+
+def test_a_deeply_nested_preprocess_json_is_one_line(tmp_path) -> None:
+    path = tmp_path / "preprocess.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    script = _script()
+    with pytest.raises(script.InputError, match=r"not a valid preprocess\.json \(nested too deeply\)$"):
+        script.read_preprocess(path)

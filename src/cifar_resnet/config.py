@@ -7,6 +7,8 @@ values) as arguments and never reads params.yaml itself.
 from __future__ import annotations
 
 import copy
+import math
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -297,6 +299,20 @@ def _field_path(loc: tuple) -> str:
     return ".".join(parts)
 
 
+# An error message shows the rejected value, cut short: a value built from YAML aliases (or
+# merely a long list) must not grow the one-line message, nor the memory behind it.
+_SHORT_REPR = reprlib.Repr()  # Python 3.11 takes no limits in the constructor
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 6, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+MAX_VALUE_REPR = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr(value), bounded in time and size whatever the value (nesting and length are cut)."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= MAX_VALUE_REPR else text[: MAX_VALUE_REPR - 3] + "..."
+
+
 def _describe(errors: list[dict[str, Any]]) -> str:
     """One line for the first problem: the dotted key, the value given, what is allowed."""
     first = errors[0]
@@ -310,7 +326,7 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     # A value rejected by every branch of a union yields one error per branch: merge them.
     same_key = [e["msg"] for e in errors if _field_path(e["loc"]) == key and e["type"] != "extra_forbidden"]
     allowed = " or ".join([same_key[0]] + [m.removeprefix("Input should be ") for m in same_key[1:]])
-    return f"{key} = {first['input']!r}: {allowed}"
+    return f"{key} = {short_repr(first['input'])}: {allowed}"
 
 
 def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
@@ -328,7 +344,19 @@ def validate_params(raw: Any, origin: str = "params.yaml") -> Params:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last silently."""
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last silently) and so is an alias (*name): nested aliases ("billion laughs") turn a few
+    KB of YAML into gigabytes, and params never need them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (line {event.start_mark.line + 1}): params take no YAML "
+                "aliases; write the value out", event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -342,9 +370,77 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_yaml(text: str) -> Any:
-    """Parse YAML safely, rejecting duplicate keys (yaml.YAMLError)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+class DialectError(yaml.YAMLError):
+    """A value that YAML 1.1 and YAML 1.2 (DVC) read differently."""
+
+
+def _parse_as_dvc(text: str) -> Any:
+    """The YAML 1.2 reading of `text`, by the very parser DVC reads params.yaml with
+    (dvc.utils.serialize.parse_yaml: ruamel.yaml, typ "safe")."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml import YAMLError as RuamelError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except RuamelError as err:
+        problem = getattr(err, "problem", None)
+        raise yaml.YAMLError(problem or first_line(err)) from None
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Whether two scalars read the same: equal and of one type (1 and True, 1 and 1.0 differ)."""
+    if type(old) is not type(new):
+        # PyYAML (1.1) wants a dot in a float, so 5e-4 is a string there; the stages have
+        # always taken such a string as the number, so it is the same value.
+        return isinstance(old, str) and isinstance(new, float) and _as_float(old) == new
+    return old == new or (isinstance(old, float) and math.isnan(old) and math.isnan(new))
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _first_difference(old: Any, new: Any, key: str = "") -> str | None:
+    """One line for the first value that YAML 1.1 (`old`) and YAML 1.2 (`new`) read differently."""
+    where = key or "(top level)"
+    if isinstance(old, dict) and isinstance(new, dict):
+        for old_key, new_key in zip(old, new):
+            if not _same(old_key, new_key):
+                return f"key {new_key!r} in {where} reads as {old_key!r} in YAML 1.1"
+        for old_key, new_key in zip(old, new):
+            found = _first_difference(old[old_key], new[new_key], f"{key}.{new_key}" if key else str(new_key))
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (old_item, new_item) in enumerate(zip(old, new)):
+            found = _first_difference(old_item, new_item, f"{key}.{index}" if key else str(index))
+            if found:
+                return found
+        return None
+    if _same(old, new):
+        return None
+    return f"{where} = {short_repr(new)} in YAML 1.2 (as DVC reads it) but {short_repr(old)} in YAML 1.1"
+
+
+def parse_yaml(text: str, key: str = "") -> Any:
+    """Parse params YAML as DVC does (YAML 1.2), refusing anything read differently in YAML 1.1.
+
+    DVC decides what changed by its YAML 1.2 reading; PyYAML (and many people) read YAML 1.1,
+    where `010` is 8, `off` and `yes` are booleans and `1:20` is 80. Such a value would mean
+    one thing to `dvc status` and another to whoever reads the file, so it is refused
+    (yaml.YAMLError naming the key): write it unambiguously (10, false, "1:20").
+    Duplicate keys and aliases are refused too. `key`: the dotted params key `text` is the value of.
+    """
+    old = yaml.load(text, Loader=_UniqueKeyLoader)  # first: refuses duplicates and aliases
+    new = _parse_as_dvc(text)
+    difference = _first_difference(old, new, key)
+    if difference:
+        raise DialectError(f"{difference}; write it so both read the same (e.g. quote a string)")
+    return new
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -372,7 +468,9 @@ def apply_overrides(raw: dict, items: list[str]) -> dict:
         if not sep or not key:
             raise UserError(f"-S {item!r}: expected key=value, e.g. -S model.width=32")
         try:
-            set_dotted(merged, key, parse_yaml(text))
+            set_dotted(merged, key, parse_yaml(text, key))
+        except DialectError as err:
+            raise UserError(f"-S {item!r}: {err}") from None
         except yaml.YAMLError as err:
             raise UserError(f"-S {item!r}: not a YAML value ({_yaml_problem(err)})") from None
         except UserError as err:
@@ -380,17 +478,31 @@ def apply_overrides(raw: dict, items: list[str]) -> dict:
     return merged
 
 
+# params.yaml is a few KB; a file far larger is a mistake (or an attack on the parser).
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _read_params_text(path: Path) -> str:
+    with path.open("rb") as f:
+        data = f.read(MAX_PARAMS_BYTES + 1)
+    if len(data) > MAX_PARAMS_BYTES:
+        raise UserError(f"{path}: larger than {MAX_PARAMS_BYTES >> 10} KiB; params.yaml is a few KB of settings")
+    return data.decode("utf-8")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        raw = parse_yaml(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(_read_params_text(path))
     except FileNotFoundError:
         raise UserError(f"{path}: not found (run the stage from the repository root)") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    except DialectError as err:
+        raise UserError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     return validate_params(raw if raw is not None else {}, origin=str(path))

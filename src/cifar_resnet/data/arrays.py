@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -89,6 +90,37 @@ def _missing(path: Path, producer: str) -> UserError:
     return UserError(f"{path} not found; run `dvc repro {producer}` to produce it")
 
 
+# Deflate packs at most about 1032 bytes into one: a compressed member claiming more is lying.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_declared_sizes(z: np.lib.npyio.NpzFile, path: Path, producer: str) -> None:
+    """Refuse an array whose .npy header declares more bytes than its zip member holds.
+
+    numpy allocates the declared shape before reading: a forged header of a few bytes would
+    ask for tens of GiB (a MemoryError, or the machine swapping) instead of a clear error.
+    """
+    for info in z.zip.infolist():
+        with z.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"member {info.filename!r} has .npy format version {version}, not 1.0 or 2.0")
+            header = member.tell()
+        held = info.file_size - header
+        if info.compress_type != zipfile.ZIP_STORED:
+            held = min(held, info.compress_size * _MAX_DEFLATE_RATIO)
+        declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if declared > held:
+            raise UserError(
+                f"{path}: array {info.filename!r} declares shape {shape} of {dtype} ({declared} bytes) but holds "
+                f"{max(held, 0)} bytes; the file is damaged, delete it and run `dvc repro {producer}`"
+            )
+
+
 def load_imageset(
     path: str | os.PathLike, num_classes: int | None = None, producer: str = "split"
 ) -> ImageSet:
@@ -104,6 +136,7 @@ def load_imageset(
                     f"{path}: no {', '.join(sorted(missing))} array; the file is not from this "
                     f"pipeline, delete it and run `dvc repro {producer}`"
                 )
+            _check_declared_sizes(z, path, producer)
             s = ImageSet(z["images"], z["labels"], z["boxes"] if "boxes" in z.files else None)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise UserError(
@@ -127,6 +160,8 @@ def load_classes(path: str | os.PathLike, producer: str = "split") -> list[str]:
         classes = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{path} is not valid JSON ({err}); delete it and run `dvc repro {producer}`") from None
+    except RecursionError:  # json nests one Python call per [ or {: thousands of them overflow the stack
+        raise UserError(f"{path} is not valid JSON (nested too deeply); delete it and run `dvc repro {producer}`") from None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserError(
             f"{path} should hold a non-empty JSON list of class names; "

@@ -75,6 +75,24 @@ def list_split(split_dir: Path, folder: Path, shown: str) -> dict[str, list[Path
     return classes
 
 
+def display_name(name: str) -> str:
+    """A folder name as plain text: bytes that are not UTF-8 are written as \\xNN.
+
+    Python keeps such bytes of a file name as lone surrogates ('\\udce9'), which no UTF-8 text
+    can hold: classes.json, matplotlib's titles and the terminal would all fail on them later.
+    """
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
+def class_names(folders: list[str], shown: str) -> list[str]:
+    """The displayable class names of the class folders, or UserError if two would read the same."""
+    names = [display_name(folder) for folder in folders]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise UserError(f"{shown}: two class folders both read as {twice!r} (one is not UTF-8); rename one")
+    return names
+
+
 def check_same_classes(train: list[str], test: list[str], shown: str) -> None:
     """train/ and test/ must name the same classes, or labels would mean different things."""
     if train != test:
@@ -156,8 +174,8 @@ def read_image_folder(folder: str | os.PathLike, shown: str | None = None,
     root = find_split_root(folder, shown)
     train_files = list_split(root / "train", folder, shown)
     test_files = list_split(root / "test", folder, shown)
-    classes = list(train_files)
-    check_same_classes(classes, list(test_files), _shown(root, folder, shown))
+    check_same_classes(list(train_files), list(test_files), _shown(root, folder, shown))
+    classes = class_names(list(train_files), _shown(root, folder, shown))
     sets = []
     for split in (train_files, test_files):
         items, labels = _split_items(split, folder, shown)

@@ -108,6 +108,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: model config not found (produced by the {PRODUCER} stage; run `dvc repro {PRODUCER}`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not a valid model config ({first_line(err)})") from None
+    except RecursionError:  # json nests one Python call per [ or {: thousands of them overflow the stack
+        raise UserError(f"{path}: not a valid model config (nested too deeply)") from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: not a valid model config (expected a JSON object)")
     return config
