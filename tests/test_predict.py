@@ -281,3 +281,13 @@ def test_the_script_imports_only_torch_pil_numpy_safeload_onnxruntime_and_the_st
     third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     # safeload (torch and the standard library only) from the package, or copied beside the script.
     assert third_party == {"torch", "PIL", "numpy", "onnxruntime", "cifar_resnet.safeload", "safeload"}
+
+
+def test_each_image_stays_one_line_whatever_the_class_and_file_names() -> None:
+    # A newline in a class name (preprocess.json) or a file name used to split the line.
+    probabilities = torch.tensor([0.7, 0.2, 0.1])
+    classes = ["cat\nimg.png: dog", "tab\there", "line\u2028sep"]
+    line = _script().format_line(Path("odd\nname.png"), probabilities, classes, top=3)
+    assert line == "odd\\nname.png: cat\\nimg.png: dog 70.0%, tab\\there 20.0%, line\\u2028sep 10.0%"
+    assert len(line.splitlines()) == 1
+    assert _script().format_line(Path("plain/cät 1.png"), probabilities, ["a b", "ünï", "c"], top=1) == "plain/cät 1.png: a b 70.0%"
