@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ..config import Params
+from ..config import Params, load_params
 from ..data.arrays import ImageSet
 from ..distributed import process_rank, shutdown
 from ..errors import UserError
+from ..provenance import describe_change, digests
 from .loop import EpochResult, fit
 from .progress import EpochPrinter
 from .run import ResumeStore, StartedRun, run_key, start_run
@@ -42,6 +43,12 @@ class RunSources:
     code: list[Path]  # the stage script's import closure
     data: list[Path]
     code_root: Path  # code digests are keyed by paths relative to it
+    params_file: Optional[Path] = None  # the params.yaml `params` came from, read again before publishing
+
+
+# The params sections a trained model depends on: those dvc.yaml's train stage declares,
+# and data, which shapes the prepared data it reads (as in run_key).
+TRAINED_FROM = ("seed", "data", "model", "train")
 
 
 def log_to_live(live, result: EpochResult) -> None:
@@ -73,11 +80,11 @@ def train_resumably(params: Params, classes: list[str], train_set: ImageSet, val
         if not started.run.dist_info.is_main:  # rank 0 logs and writes; the other replicas only train
             fit(started.run, store.folder, resume=store.resumable(key)[0])
             return shutdown(started.run.dist_info)
-        _train_and_publish(params, started, store, key, outputs)
+        _train_and_publish(params, started, store, key, outputs, sources)
 
 
 def _train_and_publish(params: Params, started: StartedRun, store: ResumeStore, key: dict[str, Any],
-                       outputs: TrainOutputs) -> None:
+                       outputs: TrainOutputs, sources: RunSources) -> None:
     """The main process: fit with dvclive logging and a line per epoch, then publish the outputs."""
     from dvclive import Live  # heavy: imported once the cheap checks have passed
 
@@ -100,6 +107,7 @@ def _train_and_publish(params: Params, started: StartedRun, store: ResumeStore, 
             done = f"after epoch {last['epoch']}" if last else "before the first epoch"
             raise UserError(f"interrupted {done}; run `dvc repro` again to resume") from None
         shutdown(started.run.dist_info)
+        check_unchanged(params, key, sources, store)
         store.publish(outputs.checkpoints)
         started.save_final(outputs.checkpoints / f"{params.train.final_model}.pt", outputs.model, outputs.config)
         live.log_artifact(str(outputs.model), type="model", name="cifar-resnet", cache=False,
@@ -108,3 +116,44 @@ def _train_and_publish(params: Params, started: StartedRun, store: ResumeStore, 
     last = outcome.history[-1].epoch
     kept = outcome.best_epoch if params.train.final_model == "best" else last
     print(f"{outcome.stop_reason} after epoch {last}; best epoch {outcome.best_epoch}; epoch {kept} -> {outputs.model}")
+
+
+def check_unchanged(params: Params, key: dict[str, Any], sources: RunSources, store: ResumeStore) -> None:
+    """Refuse to publish a run whose params file, code or data changed while it trained.
+
+    DVC records a stage's params and deps in dvc.lock (and its run-cache) when the stage
+    ends, reading them from the workspace then: a second `dvc exp run` that rewrote
+    params.yaml meanwhile would have this model recorded under its params. The finished
+    checkpoints stay in the resume store, so a run with the params it started with
+    publishes them without training again.
+    """
+    changed = _changed_params(params, sources.params_file)
+    now = {"params": key["params"], "code": digests(sources.code, sources.code_root), "data": digests(sources.data)}
+    sources_change = describe_change(key, now)
+    if changed or sources_change:
+        what = f"{sources.params_file} changed" if changed else "the train stage's code or data changed"
+        details = "; ".join(filter(None, [changed, sources_change]))
+        raise UserError(
+            f"{what} while training ({details}): outputs not written (the checkpoints stay in {store.folder}); "
+            "run one experiment at a time in a workspace, or queue them: `dvc exp run --queue`, then `dvc queue start`"
+        )
+
+
+def _changed_params(params: Params, params_file: Optional[Path]) -> Optional[str]:
+    """The keys of TRAINED_FROM that `params_file` now sets otherwise than `params`, in a few words."""
+    if params_file is None:
+        return None
+    try:
+        now = load_params(params_file)
+    except UserError as err:
+        return f"now unreadable: {err}"
+    keys = _differing_keys(params.model_dump(include=set(TRAINED_FROM)), now.model_dump(include=set(TRAINED_FROM)))
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else None
+
+
+def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two nested dicts."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix]
+    return [key for name in sorted(old.keys() | new.keys())
+            for key in _differing_keys(old.get(name), new.get(name), f"{prefix}.{name}" if prefix else name)]
