@@ -216,11 +216,21 @@ def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tens
     return scaled.softmax(dim=1)
 
 
+def one_line(text: object) -> str:
+    """`text` with every unprintable character (newline, tab, other control and separator
+    characters) written as Python escapes it (\\n, \\t, \\x85, \\u2028)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def format_line(path: Path, probabilities: torch.Tensor, classes: list[str], top: int) -> str:
-    """'path: class 91.2%, class 5.0%, ...' with the `top` most likely classes."""
+    """'path: class 91.2%, class 5.0%, ...' with the `top` most likely classes.
+
+    One line per image, whatever the names: a class name from preprocess.json or a file name
+    may hold a newline, which would split the line and forge another image's result.
+    """
     values, indices = probabilities.topk(min(top, len(classes)))
-    ranked = ", ".join(f"{classes[i]} {100 * p:.1f}%" for p, i in zip(values.tolist(), indices.tolist()))
-    return f"{path}: {ranked}"
+    ranked = ", ".join(f"{one_line(classes[i])} {100 * p:.1f}%" for p, i in zip(values.tolist(), indices.tolist()))
+    return f"{one_line(path)}: {ranked}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,12 @@ def test_compiled_training_trains_and_predicts_as_eager_does(tmp_path):
     images = (torch.from_numpy(toy_images(32, 2).images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
     compiled_logits, eager_logits = predictions(compiled, images), predictions(eager, images)
     assert torch.allclose(compiled_logits, eager_logits, rtol=1e-3, atol=1e-3), (compiled_logits - eager_logits).abs().max()
-    assert torch.equal(compiled_logits.argmax(1), eager_logits.argmax(1))
+    # The predicted class can flip only where eager's top two logits lie within twice the largest
+    # logit difference: such a near-tie may rank either way with another CPU's kernels.
+    drift = (compiled_logits - eager_logits).abs().max()
+    top2 = eager_logits.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * drift
+    assert torch.equal(compiled_logits.argmax(1)[clear], eager_logits.argmax(1)[clear])
 
 
 def test_a_compile_mode_trains_too(tmp_path):

@@ -1,9 +1,11 @@
 import re
+import typing
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from cifar_resnet.config import apply_overrides, load_params, parse_yaml, validate_params
+from cifar_resnet.config import Params, apply_overrides, load_params, parse_yaml, validate_params
 from cifar_resnet.errors import UserError
 
 REPO_PARAMS = "params.yaml"
@@ -66,6 +68,37 @@ def test_bad_params_name_the_key_the_value_and_what_is_allowed(raw, expected):
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message
+
+
+def integer_keys(model=Params, prefix=""):
+    """The dotted key of every integer setting (list items included), found in the schema itself."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.default, BaseModel):
+            yield from integer_keys(type(field.default), f"{prefix}{name}.")
+        elif any(t is int for t in _types(field.annotation)) and not any(t is bool for t in _types(field.annotation)):
+            yield f"{prefix}{name}"
+
+
+def _types(annotation):
+    """An annotation and every type inside it (Optional, Annotated, list, Union)."""
+    yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _types(arg)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_refused_for_every_integer_key(value):
+    # bool is a subclass of int: `seed: true` used to pass as seed 1.
+    keys = list(integer_keys())
+    assert {"seed", "train.epochs", "data.synthetic.seed", "data.max_train", "model.blocks", "export.latency_batches"} <= set(keys)
+    for key in keys:
+        *sections, leaf = key.split(".")
+        is_list = leaf in ("blocks", "latency_batches")
+        raw = {leaf: [value, 1, 1, 1] if is_list else value}
+        for section in reversed(sections):
+            raw = {section: raw}
+        with pytest.raises(UserError, match=rf": {key}(\.0)? = {value}: Input should be a valid integer, not true or false$"):
+            validate_params(raw)
 
 
 def test_several_problems_are_counted_in_one_line():

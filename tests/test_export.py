@@ -86,7 +86,11 @@ def test_each_format_loaded_from_its_file_matches_eager(name, model, inputs, exp
     (loaded,) = load_exports({name: exported[name]}).values()
     diff = max_abs_diff(model, loaded, inputs, batch_size=4)  # batches of 4 and 2
     assert diff < ATOL
-    assert check_exports(model, {name: loaded}, inputs, ATOL) == {name: diff}
+    # check_exports measures in batches of 64, a different kernel choice (oneDNN/AMX blocking) than
+    # the batches of 4 above: both are fp32 rounding noise (~1e-6 here), equal only to within a few
+    # ulps of the logits, never bit for bit across CPUs. A tenth of ATOL still tells a wrong measure.
+    parity = check_exports(model, {name: loaded}, inputs, ATOL)
+    assert set(parity) == {name} and parity[name] == pytest.approx(diff, abs=ATOL / 10)
 
 
 @pytest.mark.parametrize("arch", ["resnet9", "airbench"])

@@ -88,6 +88,15 @@ def test_best_epoch_on_a_hand_made_history():
     assert best_epoch(pd.DataFrame({"step": [0, 1], "lr": [0.1, 0.1]})) is None
 
 
+def test_best_epoch_skips_a_spiked_validation_as_the_train_stage_does():
+    # Epoch 2's validation loss spiked: logged without val_loss, its val_acc is no best.
+    spiked = pd.DataFrame({"step": [0, 1, 2, 3], "train_acc": [math.nan, 0.5, 0.6, 0.7],
+                           "val_loss": [2.3, 1.0, math.nan, 0.9], "val_acc": [0.1, 0.5, 0.99, 0.6]})
+    assert best_epoch(spiked) == 3
+    only_spikes = spiked.assign(val_loss=[2.3, math.nan, math.nan, math.nan])
+    assert best_epoch(only_spikes) == 1  # all rank alike below any other: the first, as best.pt
+
+
 @pytest.mark.parametrize("with_val", [True, False])
 def test_every_curve_marks_the_best_epoch(with_val):
     history = hand_made_history(with_val)

@@ -316,3 +316,13 @@ def test_a_deeply_nested_preprocess_json_is_one_line(tmp_path) -> None:
     script = _script()
     with pytest.raises(script.InputError, match=r"not a valid preprocess\.json \(nested too deeply\)$"):
         script.read_preprocess(path)
+
+
+def test_each_image_stays_one_line_whatever_the_class_and_file_names() -> None:
+    # A newline in a class name (preprocess.json) or a file name used to split the line.
+    probabilities = torch.tensor([0.7, 0.2, 0.1])
+    classes = ["cat\nimg.png: dog", "tab\there", "line\u2028sep"]
+    line = _script().format_line(Path("odd\nname.png"), probabilities, classes, top=3)
+    assert line == "odd\\nname.png: cat\\nimg.png: dog 70.0%, tab\\there 20.0%, line\\u2028sep 10.0%"
+    assert len(line.splitlines()) == 1
+    assert _script().format_line(Path("plain/cät 1.png"), probabilities, ["a b", "ünï", "c"], top=1) == "plain/cät 1.png: a b 70.0%"

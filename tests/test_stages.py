@@ -139,7 +139,11 @@ def test_final_model_is_the_chosen_checkpoint(final_model, tmp_path, run_stage):
     model = model.get("model", model)
     chosen = torch.load(tmp_path / "ck" / f"{final_model}.pt", weights_only=True)
     best_epoch = torch.load(tmp_path / "ck" / "best.pt", weights_only=True)["epoch"]
-    assert best_epoch != 3  # this seeded setup peaks early (bit-identical on the CPU), so best and last differ
+    # Which epoch peaks depends on the CPU's kernels (float rounding steers training): here it
+    # is an early one, so best and last differ, but the test holds the rule, not that epoch.
+    history = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["history"]
+    trained = [row for row in history if row["epoch"] > 0]
+    assert best_epoch == max(trained, key=lambda row: row["val_acc"])["epoch"]  # max keeps the first of ties
     assert chosen["epoch"] == (3 if final_model == "last" else best_epoch)
     assert set(model) == set(chosen["model"])
     assert all(torch.equal(model[k], chosen["model"][k]) for k in model)

@@ -441,16 +441,50 @@ def epoch(train_loss, val_loss, val_acc=0.5):
     return EpochResult(3, train_loss, 0.5, val_loss, val_acc, 0.1)
 
 
-def test_divergence_is_caught_on_training_and_validation_losses():
+def test_divergence_is_caught_on_the_training_loss(capsys):
     limit = 100 * math.log(10)
-    check_divergence(epoch(2.3, 2.1), limit)  # a normal epoch
-    check_divergence(epoch(2.3, math.nan, math.nan), limit)  # no validation split: nothing measured
-    for bad, what in [(epoch(math.nan, 2.0), "training loss is nan"), (epoch(547156.0, 2.0), "training loss is 5.472e\\+05"),
-                      (epoch(2.0, math.nan), "validation loss is nan"), (epoch(2.0, math.inf), "validation loss is inf"),
-                      (epoch(2.0, 1e4), "validation loss is 1e\\+04")]:
-        with pytest.raises(UserError, match=rf"training diverged at epoch 3: the {what} \(lower train.max_lr\); "
-                                            r"the checkpoints of epoch 2 are kept"):
+    assert check_divergence(epoch(2.3, 2.1), limit) == epoch(2.3, 2.1)  # a normal epoch, recorded as measured
+    unmeasured = check_divergence(epoch(2.3, math.nan, math.nan), limit)  # no validation split: no spike either
+    assert math.isnan(unmeasured.val_loss) and math.isnan(unmeasured.val_acc) and not unmeasured.val_spiked
+    assert capsys.readouterr().err == ""
+    for bad, what in [(epoch(math.nan, 2.0), "nan"), (epoch(math.inf, 2.0), "inf"), (epoch(547156.0, 2.0), "5.472e\\+05")]:
+        with pytest.raises(UserError, match=rf"training diverged at epoch 3: the training loss is {what} \(lower train.max_lr\); "
+                                            r"the checkpoints of epoch 2 are kept$"):
             check_divergence(bad, limit)
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written():
+    # Epoch 0 (the untrained baseline) is never checkpointed: there is no "epoch 0" to keep.
+    first = EpochResult(1, math.nan, 0.5, 2.0, 0.5, 0.1)
+    with pytest.raises(UserError, match=r"at epoch 1: .*\(lower train.max_lr\); no checkpoint was written$"):
+        check_divergence(first, 100.0)
+
+
+@pytest.mark.parametrize("val_loss", [math.nan, math.inf, 1e4])
+def test_a_validation_spike_is_recorded_as_nan_with_a_warning_and_does_not_stop(val_loss, capsys):
+    recorded = check_divergence(epoch(2.0, val_loss, 0.9), 100 * math.log(10))
+    assert math.isnan(recorded.val_loss) and recorded.val_acc == 0.9 and recorded.val_spiked
+    assert "val/loss" not in recorded.measured()  # left out of the curves, null in JSON
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith(f"warning: epoch 3: the validation loss is {val_loss:.4g}")
+
+
+def test_fit_goes_on_past_a_validation_spike_and_never_picks_it_as_best(tmp_path, monkeypatch):
+    from cifar_resnet.training import loop
+
+    validate, calls = loop._validate, []
+
+    def spiking(run, precision):  # epoch 2's validation (the third call, after epoch 0's) explodes
+        calls.append(1)
+        loss, acc = validate(run, precision)
+        return (math.inf, 1.0) if len(calls) == 3 else (loss, min(acc, 0.9))
+
+    monkeypatch.setattr(loop, "_validate", spiking)
+    _, outcome, seen = run_fit(tmp_path, train_cfg(epochs=3, scheduler="none", max_lr=0.1))
+    assert [r.epoch for r in seen] == [0, 1, 2, 3] and outcome.stop_reason == "completed"
+    assert math.isnan(seen[2].val_loss) and seen[2].val_spiked
+    assert outcome.best_epoch != 2  # its accuracy of 1.0 would win were the spike not ignored
+    assert load_checkpoint(tmp_path / "ckpt" / "best.pt")["epoch"] == outcome.best_epoch
 
 
 def test_exploding_losses_stop_fit_before_the_epoch_is_saved_or_logged(tmp_path):
@@ -520,3 +554,23 @@ def test_lookahead_changes_the_run_and_resumes_exactly_mid_cycle(tmp_path):
     assert state["lookahead"].keys() == {k for k, v in state["model"].items() if v.is_floating_point()}
     _, resumed, _ = run_fit(tmp_path / "d", cfg, resume=state)
     assert repr(resumed.history) == repr(first.history)
+
+
+def test_dvclive_leaves_a_spiked_validation_out_of_the_curves_and_the_best():
+    from cifar_resnet.training.session import log_to_live
+
+    class FakeLive:
+        def __init__(self):
+            self.logged, self.summary = [], {}
+
+        def log_metric(self, name, value):
+            self.logged.append(name)
+
+        def next_step(self):
+            pass
+
+    live = FakeLive()
+    log_to_live(live, EpochResult(1, 0.5, 0.8, 0.6, 0.7, 0.1))
+    log_to_live(live, EpochResult(2, 0.4, 0.9, math.nan, 0.95, 0.1))  # spiked: val_acc kept, no best
+    assert live.summary["best"] == {"val_acc": 0.7, "epoch": 1}
+    assert "val/loss" not in live.logged[5:] and "val/acc" in live.logged[5:]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import UserError, first_line
 
@@ -24,6 +25,17 @@ class _Section(BaseModel):
     # only surface later as a crash or a silent NaN (e.g. Beta(inf, inf), weight_decay inf).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML's true/false load as Python bools, and bool is a subclass of int: pydantic would
+    # take `seed: true` as seed 1. A yes/no where a number belongs is a mistake, not a 1 or a 0.
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not true or false")
+    return value
+
+
+# Every integer setting is an Int: an int that refuses true and false.
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
 
 # numpy's legacy seeding (np.random.seed, worker seeds) takes 32-bit seeds; torch takes 64-bit.
 MAX_SEED = 2**32 - 1
@@ -44,17 +56,17 @@ class SyntheticParams(_Section):
     does not regenerate data, nor re-download CIFAR.
     """
 
-    train_size: int = Field(5000, ge=10, le=MAX_SYNTHETIC)
-    test_size: int = Field(1000, ge=10, le=MAX_SYNTHETIC)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    train_size: Int = Field(5000, ge=10, le=MAX_SYNTHETIC)
+    test_size: Int = Field(1000, ge=10, le=MAX_SYNTHETIC)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 class DataParams(_Section):
     dataset: Literal["cifar10", "cifar100", "shapes", "digits", "folder"] = "cifar10"
     source: Optional[str] = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    max_train: Optional[int] = Field(None, ge=2)
-    max_test: Optional[int] = Field(None, ge=1)
+    max_train: Optional[Int] = Field(None, ge=2)
+    max_test: Optional[Int] = Field(None, ge=1)
     synthetic: SyntheticParams = SyntheticParams()
 
     @model_validator(mode="after")
@@ -73,11 +85,11 @@ FIXED_LAYOUT_ARCHS = ("resnet9", "airbench")
 
 class ModelParams(_Section):
     arch: Literal["resnet18", "resnet34", "resnet50", "resnet9", "airbench"] = "resnet34"
-    width: int = Field(64, ge=1, le=1024)
+    width: Int = Field(64, ge=1, le=1024)
     stem: Literal["cifar", "imagenet"] = "cifar"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     # Per-stage block counts overriding the arch's layout, e.g. [5, 5, 5, 5] (seed 001).
-    blocks: Optional[Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=4, max_length=4)]] = None
+    blocks: Optional[Annotated[list[Annotated[Int, Field(ge=1, le=64)]], Field(min_length=4, max_length=4)]] = None
     block_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pretrained: Optional[str] = None  # null | imagenet | path to a state dict
     freeze: Literal["none", "backbone"] = "none"
@@ -114,8 +126,8 @@ class ErasingParams(_Section):
     """OneOf(CoarseDropout, GaussNoise) (seed 001: p 0.3, 8-16 px holes, noise std 0.0125-0.0278)."""
 
     p: float = Field(0.0, ge=0.0, le=1.0)
-    hole_min: int = Field(8, ge=1, le=32)  # pixels
-    hole_max: int = Field(16, ge=1, le=32)
+    hole_min: Int = Field(8, ge=1, le=32)  # pixels
+    hole_max: Int = Field(16, ge=1, le=32)
     noise_std_min: float = Field(0.0125, ge=0.0, le=1.0)  # fraction of the pixel range
     noise_std_max: float = Field(0.0278, ge=0.0, le=1.0)
 
@@ -136,7 +148,7 @@ class MixParams(_Section):
 
 
 class AugmentParams(_Section):
-    crop_padding: int = Field(4, ge=0, le=16)
+    crop_padding: Int = Field(4, ge=0, le=16)
     border_mode: Literal["reflect", "constant", "replicate"] = "reflect"
     # true: each image flipped with probability 1/2 every epoch. "alternate" (Jordan's
     # airbench): a random half in epoch 1, then each image the other way round than the epoch
@@ -156,15 +168,15 @@ class AugmentParams(_Section):
 
 class EarlyStoppingParams(_Section):
     metric: Literal["val_acc", "val_loss"] = "val_acc"
-    patience: Optional[int] = Field(None, ge=1)  # epochs without improvement; null = off
+    patience: Optional[Int] = Field(None, ge=1)  # epochs without improvement; null = off
     min_delta: float = Field(0.0, ge=0.0)
 
 
 class TrainParams(_Section):
     # A fraction ends the run inside its last epoch: 9.9 trains 9 whole epochs and 90% of
     # the batches of a tenth (airbench94's length); the schedule spans exactly the steps trained.
-    epochs: Union[int, float] = Field(30, gt=0, le=100_000)
-    batch_size: int = Field(128, ge=1)
+    epochs: Union[Int, Annotated[float, BeforeValidator(_not_a_bool)]] = Field(30, gt=0, le=100_000)
+    batch_size: Int = Field(128, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
@@ -179,16 +191,16 @@ class TrainParams(_Section):
     div_factor: float = Field(25.0, ge=1.0)
     final_div_factor: float = Field(1.0e4, ge=1.0)
     pct_start: float = Field(0.3, gt=0.0, lt=1.0)
-    step_size: int = Field(10, ge=1)
+    step_size: Int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0.0, lt=1.0)
-    plateau_patience: int = Field(3, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
+    plateau_patience: Int = Field(3, ge=0)
+    warmup_epochs: Int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # Jordan's lookahead: every 5 steps the weights move to a lagging average of themselves,
     # which lags more as the run ends (training.lookahead).
     lookahead: bool = False
     # airbench: its whitening layer's bias learns for this many epochs, then stays (null = always learns).
-    freeze_whitening_bias_after: Optional[int] = Field(None, ge=0)
+    freeze_whitening_bias_after: Optional[Int] = Field(None, ge=0)
     clip_grad_norm: Optional[float] = Field(None, gt=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Union[Literal["auto"], bool] = "auto"
@@ -201,12 +213,12 @@ class TrainParams(_Section):
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     target_val_acc: Optional[float] = Field(None, gt=0.0, le=1.0)
     final_model: Literal["best", "last"] = "best"
-    checkpoint_every: int = Field(0, ge=0)
+    checkpoint_every: Int = Field(0, ge=0)
     augment: AugmentParams = AugmentParams()
     data_on_device: bool = False
-    num_workers: int = Field(2, ge=0, le=64)
+    num_workers: Int = Field(2, ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    nproc: int = Field(1, ge=1, le=1024)
+    nproc: Int = Field(1, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainParams":
@@ -223,14 +235,14 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(256, ge=1)
+    batch_size: Int = Field(256, ge=1)
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
     # TTA also moves the image and its mirror this many pixels left, right, up and down
     # (reflected borders): 10 views instead of 2 (0 = flip only).
-    tta_shift: int = Field(0, ge=0, le=4)
-    calibration_bins: int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
+    tta_shift: Int = Field(0, ge=0, le=4)
+    calibration_bins: Int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
     calibrate: bool = True  # also report test loss and ECE after temperature scaling fitted on the validation split
-    wrong_images: int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
+    wrong_images: Int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
 
     @model_validator(mode="after")
     def _shift_needs_tta(self) -> "EvaluateParams":
@@ -240,17 +252,17 @@ class EvaluateParams(_Section):
 
 
 class ExportParams(_Section):
-    parity_images: int = Field(64, ge=1)
+    parity_images: Int = Field(64, ge=1)
     tolerance: float = Field(1.0e-4, gt=0.0)
-    latency_batches: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1, 64], min_length=1)
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(30, ge=1)
+    latency_batches: list[Annotated[Int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1, 64], min_length=1)
+    warmup: Int = Field(5, ge=0)
+    repeats: Int = Field(30, ge=1)
     onnx: bool = True  # also export ONNX and time it with onnxruntime
 
 
 class GradcamParams(_Section):
-    images: int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
-    score_images: int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
+    images: Int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
+    score_images: Int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
     # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1) and in resnet9
@@ -259,7 +271,7 @@ class GradcamParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(42, ge=0, le=MAX_SEED)
+    seed: Int = Field(42, ge=0, le=MAX_SEED)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()

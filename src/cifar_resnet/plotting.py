@@ -83,6 +83,13 @@ def best_epoch(history: pd.DataFrame) -> Optional[int]:
     if column is None:
         return None
     trained = history[history["step"] > 0]
+    if column == "val_acc" and "val_loss" in trained:
+        # An epoch whose validation loss spiked (val_acc logged, val_loss not) ranks below every
+        # other, as in the train stage (training.loop._score); of only such epochs the first wins.
+        usable = trained[trained["val_loss"].notna()]
+        if usable.empty:
+            return int(trained["step"].iloc[0])
+        trained = usable
     return int(trained.loc[trained[column].idxmax(), "step"])
 
 

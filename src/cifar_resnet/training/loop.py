@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -41,6 +42,14 @@ class EpochResult:
         """{"train/loss": ..., "val/acc": ..., "lr": ...} for what was measured (NaN marks what was not)."""
         names = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
         return {name.replace("_", "/"): getattr(self, name) for name in names if not math.isnan(getattr(self, name))}
+
+    @property
+    def val_spiked(self) -> bool:
+        """The validation loss was measured but unusable (not finite or exploded), so recorded as NaN.
+
+        Without a validation split both val_loss and val_acc are NaN; a spike keeps val_acc.
+        """
+        return math.isnan(self.val_loss) and not math.isnan(self.val_acc)
 
 
 @dataclass
@@ -112,7 +121,7 @@ class EarlyStopper:
 
     def update(self, result: EpochResult) -> None:
         value = getattr(result, self.metric)
-        if math.isnan(value):
+        if math.isnan(value) or result.val_spiked:  # a spiked validation says nothing either way
             return
         if self._better(value):
             self.best, self.stale = value, 0
@@ -141,8 +150,9 @@ def compiled(module: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
 
 
 def _diverged(epoch: int, what: str) -> UserError:
-    return UserError(f"training diverged at epoch {epoch}: {what} (lower train.max_lr); "
-                     f"the checkpoints of epoch {epoch - 1} are kept")
+    # Only trained epochs are checkpointed: before epoch 2 there is nothing to keep.
+    kept = f"the checkpoints of epoch {epoch - 1} are kept" if epoch > 1 else "no checkpoint was written"
+    return UserError(f"training diverged at epoch {epoch}: {what} (lower train.max_lr); {kept}")
 
 
 def train_one_epoch(
@@ -258,12 +268,21 @@ def _validate(run: TrainingRun, precision: Precision) -> tuple[float, float]:
     return loss_and_accuracy(logits, run.val_labels)
 
 
-def check_divergence(result: EpochResult, limit: float) -> None:
-    """Stop a run whose losses are not finite or have exploded; NaN val_loss means no validation split."""
+def check_divergence(result: EpochResult, limit: float) -> EpochResult:
+    """Stop a run whose training loss is not finite or has exploded; return the result to record.
+
+    Only the training loss says the weights are ruined. A validation loss that is not finite
+    or exploded (a transient spike: a few confidently wrong images) is reported on stderr
+    and recorded as NaN (null in JSON, left out of the curves); training goes on. A NaN
+    val_loss with a NaN val_acc means no validation split, which is no spike.
+    """
     if not math.isfinite(result.train_loss) or result.train_loss > limit:
         raise _diverged(result.epoch, f"the training loss is {result.train_loss:.4g}")
-    if math.isinf(result.val_loss) or result.val_loss > limit or (math.isnan(result.val_loss) and not math.isnan(result.val_acc)):
-        raise _diverged(result.epoch, f"the validation loss is {result.val_loss:.4g}")
+    if math.isinf(result.val_loss) or result.val_loss > limit or result.val_spiked:
+        print(f"warning: epoch {result.epoch}: the validation loss is {result.val_loss:.4g}, recorded as null; "
+              f"training goes on", file=sys.stderr, flush=True)
+        return replace(result, val_loss=math.nan)
+    return result
 
 
 def fit(
@@ -280,8 +299,9 @@ def fit(
     A fresh run first evaluates the untrained model (epoch 0). `resume` is a checkpoint
     of this same run: training continues after its epoch, and since every epoch's
     randomness derives from (seed, epoch), the result equals an uninterrupted run.
-    `on_epoch_end` sees every epoch, the restored ones first. An epoch whose losses are
-    not finite or exploded raises a UserError before anything of it is saved or logged.
+    `on_epoch_end` sees every epoch, the restored ones first. An epoch whose training loss
+    is not finite or exploded raises a UserError before anything of it is saved or logged;
+    an unusable validation loss is recorded as NaN (check_divergence) and training goes on.
 
     In data-parallel training (dist_info.active) the model is wrapped in
     DistributedDataParallel; every process evaluates the same full validation split with
@@ -329,14 +349,13 @@ def fit(
         train_loss, train_acc, lr = train_one_epoch(trainable, run, epoch, scaler, precision)
         sync_buffers(run.model, dist_info)
         val_loss, val_acc = _validate(run, precision)
-        result = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, lr)
-        check_divergence(result, run.exploding_loss)
-        run.schedule.after_epoch(val_loss)
+        result = check_divergence(EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, lr), run.exploding_loss)
+        run.schedule.after_epoch(result.val_loss)
         state.history.append(result)
         stopper.update(result)
         if stopper.should_stop:
             state.stop_reason = "early stopping"
-        if cfg.target_val_acc is not None and val_acc >= cfg.target_val_acc:
+        if cfg.target_val_acc is not None and not result.val_spiked and val_acc >= cfg.target_val_acc:
             state.stop_reason = "target accuracy"
         improved = _score(result) > best_score
         if improved:
@@ -356,5 +375,11 @@ def fit(
 
 
 def _score(result: EpochResult) -> float:
-    """What "best" means: validation accuracy, or training accuracy without a validation split."""
+    """What "best" means: validation accuracy, or training accuracy without a validation split.
+
+    An epoch whose validation spiked ranks below every other (-1: accuracies are >= 0), but
+    still ranks, so that a run made only of such epochs has a best.pt.
+    """
+    if result.val_spiked:
+        return -1.0
     return result.train_acc if math.isnan(result.val_acc) else result.val_acc

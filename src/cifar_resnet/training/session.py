@@ -62,7 +62,8 @@ def log_to_live(live, result: EpochResult) -> None:
         live.log_metric(name, value)
     live.summary.pop("lr", None)
     best = live.summary.get("best", {})
-    if result.epoch > 0 and result.val_acc > best.get("val_acc", -1.0):  # NaN (no val split) never is
+    # NaN (no val split) never is greater; a spiked validation's accuracy is no best either.
+    if result.epoch > 0 and not result.val_spiked and result.val_acc > best.get("val_acc", -1.0):
         live.summary["best"] = {"val_acc": result.val_acc, "epoch": result.epoch}
     live.next_step()
 
