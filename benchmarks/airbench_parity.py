@@ -33,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
@@ -93,10 +94,31 @@ def train_recipe(params: Params, train: ImageSet, score: ImageSet) -> dict:
             "tta6": jordan["tta"]}
 
 
-def train_reference(train: ImageSet, score: ImageSet, seed: int, device: str, epochs: float) -> dict:
-    result = reference.run(train, score, seed, torch.device(device), reference.Hyper(epochs=epochs))
+def train_reference(train: ImageSet, score: ImageSet, seed: int, device: str, hyper: reference.Hyper) -> dict:
+    result = reference.run(train, score, seed, torch.device(device), hyper)
     return {"train_seconds": round(result.train_seconds, 1), "steps": result.steps, "plain": result.accuracy["plain"],
             "flip": result.accuracy["flip"], "tta6": result.accuracy["tta"]}
+
+
+def side_by_side(train: ImageSet, score: ImageSet, seeds: list[int], device: str, recipe: str = "cpu",
+                 extra: tuple[str, ...] = (), hyper: reference.Hyper = reference.Hyper(), only: str | None = None,
+                 report=None) -> list[dict]:
+    """For each seed, the reference then the recipe (`extra`: overrides on top of it): one row each.
+
+    `report(row)` sees each row as it is made (a run stopped from outside keeps what it measured).
+    """
+    rows = []
+    for seed in seeds:
+        if only != "recipe":
+            rows.append({"side": "reference", "seed": seed, **train_reference(train, score, seed, device, hyper)})
+            if report:
+                report(rows)
+        if only != "reference":
+            params = recipe_params(recipe, seed, device, list(extra))
+            rows.append({"side": "recipe", "seed": seed, **train_recipe(params, train, score)})
+            if report:
+                report(rows)
+    return rows
 
 
 def summary(rows: list[dict]) -> dict:
@@ -113,18 +135,22 @@ def summary(rows: list[dict]) -> dict:
     return sides
 
 
-def split(args: argparse.Namespace) -> tuple[ImageSet, ImageSet, str]:
-    """(train, score, what the score split is) as --holdout asks."""
+def read_split(source: Path, holdout: int = 0, max_train: int | None = None) -> tuple[ImageSet, ImageSet, str]:
+    """(train, score, what the score split is) from the image folder or archive `source`.
+
+    holdout N: score on N images of train/ (shuffled once, seed 0), train on the rest, and
+    never read test/'s labels into a figure; else score on test/.
+    """
     with tempfile.TemporaryDirectory() as work:
-        train, test, _ = load_image_folder(args.source, work)
-    if args.holdout:
+        train, test, _ = load_image_folder(source, work)
+    if holdout:
         order = np.random.default_rng(0).permutation(len(train))
-        train, test = train.subset(order[args.holdout:]), train.subset(order[:args.holdout])
-        scored = f"{args.holdout} held-out training images"
+        train, test = train.subset(order[holdout:]), train.subset(order[:holdout])
+        scored = f"{holdout} held-out training images"
     else:
         scored = f"the test split ({len(test)} images)"
-    if args.max_train:
-        train = train.subset(np.arange(min(args.max_train, len(train))))
+    if max_train:
+        train = train.subset(np.arange(min(max_train, len(train))))
     return train, test, scored
 
 
@@ -140,26 +166,29 @@ def main() -> None:
     parser.add_argument("--only", choices=["recipe", "reference"], help="train one side only")
     parser.add_argument("--max-train", type=int, help="train on at most this many images (a quick check)")
     parser.add_argument("--epochs", type=float, help="both sides' epochs (a quick check)")
+    parser.add_argument("--batch-size", type=int, help="both sides' batch size (a quick check)")
     args = parser.parse_args()
 
-    train, score, scored = split(args)
+    train, score, scored = read_split(args.source, args.holdout, args.max_train)
     header = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "recipe": args.recipe, "set": args.set, "train_images": len(train),
               "scored_on": scored}
     print(json.dumps(header), flush=True)
-    extra = args.set + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-    rows = []
-    for seed in args.seeds:
-        if args.only != "recipe":
-            rows.append({"side": "reference", "seed": seed,
-                         **train_reference(train, score, seed, args.device, args.epochs or reference.Hyper.epochs)})
-            print(json.dumps(rows[-1]), flush=True)
-        if args.only != "reference":
-            rows.append({"side": "recipe", "seed": seed,
-                         **train_recipe(recipe_params(args.recipe, seed, args.device, extra), train, score)})
-            print(json.dumps(rows[-1]), flush=True)
+    extra = list(args.set)
+    hyper = reference.Hyper()
+    if args.epochs:
+        extra.append(f"train.epochs={args.epochs}")
+        hyper = replace(hyper, epochs=args.epochs)
+    if args.batch_size:
+        extra.append(f"train.batch_size={args.batch_size}")
+        hyper = replace(hyper, batch_size=args.batch_size)
+
+    def report(rows: list[dict]) -> None:
+        print(json.dumps(rows[-1]), flush=True)
         if args.out:
             args.out.write_text(json.dumps({**header, "runs": rows, "summary": summary(rows)}, indent=1) + "\n")
+
+    rows = side_by_side(train, score, args.seeds, args.device, args.recipe, tuple(extra), hyper, args.only, report)
     print(json.dumps(summary(rows)), flush=True)
 
 

@@ -1,8 +1,8 @@
 """One command to verify and measure a GPU: environment, training throughput, inference
-latency, data-parallel training and time to accuracy on CIFAR-10.
+latency, data-parallel training, and the CPU recipe against airbench94 on CIFAR-10.
 
     python benchmarks/gpu_report.py --out reports/h100                       # about 6-9 minutes on one H100
-    python benchmarks/gpu_report.py --out reports/h100 --cifar ~/cifar10-jpeg  # + time to 94% on real CIFAR-10
+    python benchmarks/gpu_report.py --out reports/h100 --cifar ~/cifar10-jpeg  # + the recipe against airbench94
     python benchmarks/gpu_report.py --out /tmp/r --quick --device cpu          # tiny version of everything, CPU
 
 Writes DIR/report.json and DIR/report.md. Needs no network. Every section runs the
@@ -22,16 +22,18 @@ its rows time whole chunks (64 steps at batch 128, 48 at 512), so each window pa
 share of that work.
 
 --cifar takes CIFAR-10 as JPEGs in ImageFolder layout (train/<class>/*.jpg and
-test/<class>/*.jpg), as a folder or a .tar/.tar.gz of one; the time-to-accuracy run
-trains the CPU recipe (recipes/cpu.yaml: airbench, Jordan's airbench94 network, width
-64) on it with on-device feeding until the test accuracy reaches --target.
+test/<class>/*.jpg), as a folder or a .tar/.tar.gz of one, read by the project's folder
+reader. On it the last section runs benchmarks/airbench_parity.py's stick on this card:
+the airbench94 reference and the CPU recipe (recipes/cpu.yaml through the train stage's
+fit), seeds 0 and 1 each, trained on train/ and scored on test/, with their training
+times and the ratio (parity is the target); --quick shrinks both to width 4, batch 16,
+2 epochs.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import io
 import itertools
 import json
 import math
@@ -40,7 +42,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import traceback
@@ -52,10 +53,10 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-from recipe import load_recipe, override  # noqa: E402 - a sibling script, not a package
+sys.path[:0] = [str(REPO / "scripts"), str(REPO / "benchmarks")]
+import airbench_parity  # noqa: E402 - a sibling script, not a package
 
-from cifar_resnet.config import apply_overrides, parse_yaml, validate_params  # noqa: E402
+from cifar_resnet.config import validate_params  # noqa: E402
 from cifar_resnet.data.arrays import ImageSet  # noqa: E402
 from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command  # noqa: E402
 from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
@@ -81,16 +82,14 @@ class Mode:
     timed_steps: int
     latency_batches: tuple[int, ...]
     latency_repeats: int
-    tta_width: int
-    tta_batch: int
-    tta_epochs: int
     ddp_images: int
+    quick_parity: bool  # the recipe-against-airbench94 section at tiny sizes
 
     @staticmethod
     def pick(quick: bool) -> "Mode":
         if quick:
-            return Mode(4, (16, 32), 1, 2, (1, 8), 3, 4, 16, 2, 256)
-        return Mode(64, (128, 512), 10, 40, (1, 256), 30, 64, 512, 16, 25_600)
+            return Mode(4, (16, 32), 1, 2, (1, 8), 3, 256, True)
+        return Mode(64, (128, 512), 10, 40, (1, 256), 30, 25_600, False)
 
 
 class Clock:
@@ -484,93 +483,32 @@ class OutOfTime(Exception):
 
 
 # ---------------------------------------------------------------------------------------
-# Time to accuracy on real CIFAR-10 (JPEG ImageFolder)
+# The CPU recipe against airbench94 on real CIFAR-10 (JPEG ImageFolder), on this card
 # ---------------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        array = np.asarray(image.convert("RGB").resize((32, 32)) if image.size != (32, 32) else image.convert("RGB"))
-    return array
-
-
-def image_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
-    """(path parts, bytes) of every image in a folder or a tar(.gz) archive of one."""
-    suffixes = (".jpg", ".jpeg", ".png")
-    if path.is_dir():
-        for file in sorted(path.rglob("*")):
-            if file.suffix.lower() in suffixes:
-                yield file.relative_to(path).parts, file.read_bytes()
-        return
-    with tarfile.open(path, "r:*") as archive:  # streamed: nothing is written to disk
-        for member in archive:
-            if member.isfile() and Path(member.name).suffix.lower() in suffixes:
-                yield Path(member.name).parts, archive.extractfile(member).read()
+def parity_sizes(mode: Mode) -> tuple[tuple[str, ...], Any]:
+    """The recipe's overrides and the reference's hyperparameters: as published, or tiny for --quick."""
+    if not mode.quick_parity:
+        return (), airbench_parity.reference.Hyper()
+    hyper = airbench_parity.reference.Hyper(batch_size=16, epochs=2, widths=(4, 16, 16), whiten_images=64)
+    return ("model.width=4", "train.batch_size=16", "train.epochs=2"), hyper
 
 
-def load_image_folder(path: Path) -> tuple[ImageSet, ImageSet, list[str]]:
-    """train/<class>/* and test/<class>/* as uint8 ImageSets; classes in sorted order, as ImageFolder."""
-    found: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
-    for parts, data in image_files(path):
-        if len(parts) >= 3 and parts[-3] in found:
-            found[parts[-3]].append((parts[-2], decode(data)))
-    if not found["train"] or not found["test"]:
-        raise ValueError(f"{path}: expected train/<class>/*.jpg and test/<class>/*.jpg")
-    classes = sorted({name for split in found.values() for name, _ in split})
-    index = {name: i for i, name in enumerate(classes)}
-
-    def as_set(items: list[tuple[str, np.ndarray]]) -> ImageSet:
-        return ImageSet(np.stack([a for _, a in items]), np.array([index[n] for n, _ in items], dtype=np.int64))
-
-    return as_set(found["train"]), as_set(found["test"]), classes
-
-
-# The time-to-accuracy run trains the CPU recipe (recipes/cpu.yaml: Jordan's airbench94
-# network with his optimiser settings), read from the recipe file so the two never drift.
-# airbench94 reaches 94% on the official CIFAR-10 in about 10 epochs with lookahead and
-# multi-crop test views, which the train stage lacks. (ResNet18 at width 64 reached 90.18%
-# in 40 epochs, 46.4 s, on an H200: docs/performance.md.)
-TTA_RECIPE = "cpu"
-
-
-def tta_params(mode: Mode, target: float, device: torch.device):
-    """params.yaml with the CPU recipe applied, at the report's width, batch and epochs; its LR
-    scaled with the batch, bf16 + channels_last on CUDA, stopping at `target` test accuracy."""
-    recipe = load_recipe(TTA_RECIPE)["set"]
-    cuda = device.type == "cuda"
-    changes = [override(key, value) for key, value in recipe.items()] + [
-        f"model.width={mode.tta_width}", f"train.epochs={mode.tta_epochs}", f"train.batch_size={mode.tta_batch}",
-        f"train.max_lr={recipe['train.max_lr'] * mode.tta_batch / recipe['train.batch_size']}",
-        f"train.precision={'bf16' if cuda else 'fp32'}", f"train.channels_last={str(cuda).lower()}",
-        f"train.device={device.type}", "train.data_on_device=true", f"train.target_val_acc={target}",
-        "train.early_stopping.patience=null"]
-    return validate_params(apply_overrides(parse_yaml((REPO / "params.yaml").read_text()), changes))
-
-
-def time_to_accuracy(args: argparse.Namespace, mode: Mode, device: torch.device, clock: Clock) -> dict[str, Any]:
+def recipe_against_reference(args: argparse.Namespace, mode: Mode, device: torch.device, clock: Clock) -> dict[str, Any]:
+    """benchmarks/airbench_parity.py on this device: the reference and the CPU recipe, seeds 0 and 1,
+    trained on train/ and scored on test/; both times cover images in memory to a trained model."""
     if args.cifar is None:
         return {"skipped": "no --cifar PATH (a JPEG ImageFolder copy of CIFAR-10)"}
     started = time.perf_counter()
-    train, test, classes = load_image_folder(Path(args.cifar).expanduser())
+    train, test, scored = airbench_parity.read_split(Path(args.cifar).expanduser())
     decode_s = time.perf_counter() - started
-    if clock.left() < 60:
+    if clock.left() < 60 + args.reserve:
         return {"skipped": "time budget", "decode_s": round(decode_s, 1)}
-    params = tta_params(mode, args.target, device)
-    cfg, model_cfg = params.train, params.model
-    # Leave what the compiled throughput rows and writing the report need.
-    deadline = time.perf_counter() + clock.left() - args.reserve
-    result = fit_run(train, test, cfg, model_cfg, device, deadline=deadline)
-    best = max((e["test_acc"] for e in result["epochs"] if e["epoch"] > 0), default=None)
-    reached = next((e for e in result["epochs"] if e["epoch"] > 0 and e["test_acc"] >= args.target), None)
-    return {**result, "train_images": len(train), "test_images": len(test), "classes": len(classes),
-            "decode_s": round(decode_s, 1), "target": args.target, "best_test_acc": best,
-            "reached": reached is not None, "seconds_to_target": reached["seconds"] if reached else None,
-            "epochs_to_target": reached["epoch"] if reached else None,
-            "recipe": f"recipes/{TTA_RECIPE}.yaml: {model_cfg.arch} width {model_cfg.width}, batch {cfg.batch_size}, "
-                      f"{cfg.scheduler} max_lr {cfg.max_lr:g}, {cfg.precision}, on-device crop + flip "
-                      f"(hflip {cfg.augment.hflip}), up to {cfg.epochs} epochs"}
+    extra, hyper = parity_sizes(mode)
+    rows = airbench_parity.side_by_side(train, test, [0, 1], device.type, "cpu", extra, hyper)
+    return {"train_images": len(train), "test_images": len(test), "scored_on": scored, "decode_s": round(decode_s, 1),
+            "runs": rows, "summary": airbench_parity.summary(rows), "recipe_overrides": list(extra)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,7 +546,7 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines.append(f"{lat}")
     lines += ["", "## Data-parallel training (train.nproc)", "", _summary(report["ddp"], "images_per_s_after_first_epoch"),
-              "", "## Time to accuracy (CIFAR-10)", "", _tta_summary(report["time_to_accuracy"]), ""]
+              "", "## The CPU recipe against airbench94 (CIFAR-10)", "", _parity_summary(report["recipe_vs_airbench94"]), ""]
     return "\n".join(lines)
 
 
@@ -619,15 +557,18 @@ def _summary(section: dict[str, Any], key: str) -> str:
             f"wall {section['wall_s']} s ({section['stop_reason']}).")
 
 
-def _tta_summary(section: dict[str, Any]) -> str:
+def _parity_summary(section: dict[str, Any]) -> str:
     if "skipped" in section or "error" in section:
         return str(section.get("skipped") or section.get("error"))
-    outcome = (f"reached {section['target']:.0%} at epoch {section['epochs_to_target']} after {section['seconds_to_target']} s"
-               if section["reached"] else f"did not reach {section['target']:.0%}")
-    return (f"{section['recipe']}; {section['train_images']} train / {section['test_images']} test images "
-            f"(decoded in {section['decode_s']} s): {outcome}; best test accuracy {section['best_test_acc'] or 0:.2%} "
-            f"in {section['seconds']} s ({section['stop_reason']}); the last epoch with flip TTA (not timed): "
-            f"{section['final_flip_tta_acc']:.2%}.")
+    ours, theirs = section["summary"]["recipe"], section["summary"]["reference"]
+    return (f"{section['train_images']} train images, scored on {section['scored_on']}, seeds 0 and 1 "
+            f"(decoded in {section['decode_s']} s; recipe overrides: {section['recipe_overrides'] or 'none'}).\n\n"
+            "| | training s | plain | flip | 6-view TTA | 10-view TTA |\n|---|---:|---:|---:|---:|---:|\n"
+            f"| airbench94 reference | {theirs['train_seconds']} | {theirs['plain']:.2%} | {theirs['flip']:.2%} "
+            f"| {theirs['tta6']:.2%} | |\n"
+            f"| recipes/cpu.yaml through fit | {ours['train_seconds']} | {ours['plain']:.2%} | {ours['flip']:.2%} "
+            f"| {ours['tta6']:.2%} | {ours['tta']:.2%} |\n\n"
+            f"Training time ratio (recipe / reference): {section['summary']['time_ratio']}.")
 
 
 def without_nan(value: Any) -> Any:
@@ -652,7 +593,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny widths and few steps (about 2 minutes on a CPU)")
     parser.add_argument("--cifar", type=Path, help="CIFAR-10 JPEGs: folder or tar(.gz) with train/<class>/, test/<class>/")
-    parser.add_argument("--target", type=float, default=0.94, help="test accuracy of the time-to-accuracy run")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: 0 with --quick, else min(8, CPUs - 1))")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the sections (default 8 minutes; start-up and "
                         "a section already running come on top)")
@@ -683,7 +623,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         report["latency"] = guarded(lambda: latency(mode, device, Path(exports)))
     write_partial(args.out, {**report, "throughput": plain})
     report["ddp"] = guarded(lambda: ddp(args, device, args.out, clock))
-    report["time_to_accuracy"] = guarded(lambda: time_to_accuracy(args, mode, device, clock))
+    report["recipe_vs_airbench94"] = guarded(lambda: recipe_against_reference(args, mode, device, clock))
     write_partial(args.out, {**report, "throughput": plain})
     if args.quick:
         compiled = [{**asdict(s), "width": mode.width, "skipped": "--quick (compiling takes minutes on a CPU)"}

@@ -152,8 +152,8 @@ def to_tensor(images: ImageSet, mean: torch.Tensor, std: torch.Tensor) -> tuple[
 def translated(padded: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """A random crop of each reflect-padded image: a translation by up to `pad` pixels each way."""
     n, size = len(padded), padded.shape[-1] - 2 * pad
-    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    out = torch.empty(n, padded.shape[1], size, size, dtype=padded.dtype)
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(padded.device)
+    out = torch.empty(n, padded.shape[1], size, size, dtype=padded.dtype, device=padded.device)
     for dy in range(2 * pad + 1):  # one slice per offset pair: 25 at pad 2
         for dx in range(2 * pad + 1):
             idx = torch.nonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).flatten()
@@ -203,9 +203,11 @@ def train(train_set: ImageSet, seed: int, device: torch.device, hyper: Hyper = H
     mean, std = pixels.mean(dim=(0, 1, 2)).view(1, 3, 1, 1), pixels.std(dim=(0, 1, 2)).view(1, 3, 1, 1)
     del pixels
     images, labels = to_tensor(train_set, mean, std)
-    padded = F.pad(images, (hyper.translate,) * 4, mode="reflect")
+    # The whole split stays on the device, augmented there a whole epoch at a time, as Jordan's loader does.
+    padded = F.pad(images, (hyper.translate,) * 4, mode="reflect").to(device)
     model = Airbench94(hyper, int(labels.max()) + 1)
     model.init_whitening(images[:hyper.whiten_images], hyper.whiten_eps)
+    labels = labels.to(device)
     amp = bf16_on(device)
     model = model.to(device, memory_format=torch.channels_last if amp else torch.contiguous_format)
 
@@ -221,7 +223,7 @@ def train(train_set: ImageSet, seed: int, device: torch.device, hyper: Hyper = H
     total = math.ceil(batches * hyper.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, hyper))
     lookahead = Lookahead(model)
-    flips = torch.rand(len(labels), generator=generator) < 0.5
+    flips = (torch.rand(len(labels), generator=generator) < 0.5).to(device)
     step = 0
     for epoch in range(math.ceil(hyper.epochs)):
         model.whiten.bias.requires_grad_(epoch < hyper.whiten_bias_epochs)
@@ -229,11 +231,11 @@ def train(train_set: ImageSet, seed: int, device: torch.device, hyper: Hyper = H
         if epoch > 0:
             flips = ~flips  # every image the other way round than last epoch
         epoch_images = torch.where(flips[:, None, None, None], epoch_images.flip(3), epoch_images)
-        order = torch.randperm(len(labels), generator=generator)
+        order = torch.randperm(len(labels), generator=generator).to(device)
         model.train()
         for b in range(batches):
             index = order[b * hyper.batch_size:(b + 1) * hyper.batch_size]
-            x, y = epoch_images[index].to(device), labels[index].to(device)
+            x, y = epoch_images[index], labels[index]
             if amp:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -44,9 +44,11 @@ def main() -> None:
     params = load_params()
     cfg = params.evaluate
 
+    import torch
+
     from cifar_resnet.evaluation import score_predictors, summary_line
     from cifar_resnet.figures import write_evaluation_plots
-    from cifar_resnet.inference import evaluate_logits, make_eval_tensors, select_device
+    from cifar_resnet.inference import autocast_dtype, evaluate_logits, make_eval_tensors, select_device, wants_channels_last
     from cifar_resnet.models import load_model
 
     # Everything that can fail on bad input (models, data) happens before anything is written.
@@ -63,9 +65,16 @@ def main() -> None:
         if not len(held_out[1]):
             print("no validation images (data.val_fraction is 0): no temperature is fitted")
 
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    channels_last = amp_dtype is not None and wants_channels_last("auto", device, amp_dtype)
+
     def predictor(net):
-        """images -> logits, batched on the device."""
-        return None if net is None else (lambda images: evaluate_logits(net, images, cfg.batch_size, device))
+        """images -> logits, batched on the device, in evaluate.precision."""
+        if net is None:
+            return None
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return lambda images: evaluate_logits(net, images, cfg.batch_size, device, channels_last, amp_dtype)
 
     metrics, logits = score_predictors(predictor(model), test_x, test_y, cfg.calibration_bins, predictor(baseline), cfg.tta,
                                        held_out, cfg.tta_shift)

@@ -11,6 +11,8 @@ must repeat byte for byte. The metrics JSON holds only the worst parity figure
 """
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
@@ -31,6 +33,9 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     args = parser.parse_args()
     cfg = load_params().export
+    if os.environ.get("PYTHONHASHSEED") != "0":  # dvc.yaml's command sets it; a run by hand may not
+        print("note: PYTHONHASHSEED is not 0, so scripted.pt's bytes (not its behaviour) differ from a `dvc repro` "
+              "run's; run it as PYTHONHASHSEED=0 python stages/export.py ...", file=sys.stderr)
 
     from cifar_resnet.export import (
         bf16_skip_reason, check_exports, environment_info, latency_markdown, latency_models,

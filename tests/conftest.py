@@ -5,9 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
+
+from cifar_resnet.config import TrainParams, validate_params
+from cifar_resnet.data.arrays import ImageSet
+from cifar_resnet.training import fit, seed_everything
+from cifar_resnet.training.run import assemble_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +55,7 @@ def run_stage(tmp_path):
     """Run a stage script as DVC would, from a working folder holding its params.yaml."""
 
     def run(stage: str, *args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONHASHSEED="0")  # as dvc.yaml's commands set it
         return subprocess.run(
             [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -122,3 +129,37 @@ def experiment_rows(node):
     elif isinstance(node, list):
         for value in node:
             yield from experiment_rows(value)
+
+
+# Small training runs shared by the training tests (tests import them: `from conftest import run_fit`).
+
+
+def train_cfg(**overrides) -> TrainParams:
+    """Validated train params: defaults with small-run overrides (nested dicts allowed)."""
+    base = {"epochs": 3, "batch_size": 16, "max_lr": 0.5, "num_workers": 0, "device": "cpu"}
+    return validate_params({"train": {**base, **overrides}}).train
+
+
+def toy_images(n=64, seed=0):
+    """Two classes that a tiny model separates at once: dark vs bright images."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    base = np.where(labels[:, None, None, None] == 1, 200, 50)
+    images = np.clip(base + rng.integers(-30, 30, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
+    return ImageSet(images=images, labels=labels.astype(np.int64))
+
+
+def tiny_model(num_classes=2):
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None, model=None):
+    train = train if train is not None else toy_images(64)
+    val = val if val is not None else toy_images(32, seed=1)
+    seed_everything(seed)
+    model = model if model is not None else tiny_model()
+    run = assemble_run(model, train, val, cfg, seed, torch.device("cpu"), num_classes=2)
+    seen = []
+    outcome = fit(run, tmp_path / "ckpt", run_info={"key": "abc"}, on_epoch_end=seen.append, resume=resume)
+    return run.model, outcome, seen

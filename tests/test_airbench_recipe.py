@@ -15,7 +15,7 @@ from cifar_resnet.errors import UserError
 from cifar_resnet.models import load_model, prepare_model, save_model
 from cifar_resnet.training import build_optimizer, build_schedule, load_checkpoint, parameter_groups
 from cifar_resnet.training.schedule import epoch_count, steps_in_epoch, total_steps
-from test_training import run_fit, tiny_model, toy_images, train_cfg
+from conftest import run_fit, tiny_model, toy_images, train_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.timeout(300)]

@@ -135,7 +135,9 @@ def test_mix_batch_follows_the_probabilities():
 
 
 def test_derived_seeds_are_stable_and_distinct():
-    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    # Pinned values: a run resumed in another process, or on another machine, must derive the
+    # same seeds (numpy's SeedSequence hashes the integers; no Python hash() is involved).
+    assert derive_seed(1, 2, 3) == 3822189696 and derive_seed(0, 1) == 3964924996
     assert len({derive_seed(1, e, i) for e in range(10) for i in range(10)}) == 100
 
 

@@ -78,3 +78,33 @@ def test_git_and_dvc_ignore_temporaries_and_the_resume_folder():
     for path in ("models/.model.pt.x1y2.tmp", "models/.export.abc.tmp/traced.pt", ".resume/train/last.pt"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
     assert ".*.tmp" in (REPO / ".dvcignore").read_text().splitlines()
+
+
+# A file-size limit makes every write past it fail (EFBIG, with SIGXFSZ ignored), as a full
+# disk does: the exported program below is ~60 KB, so it cannot be written under 16 KB.
+FULL_DISK_EXPORT = r"""
+import resource, signal, sys, torch
+from cifar_resnet.export import save_program
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+program = torch.export.export(torch.nn.Linear(120, 120).eval(), (torch.zeros(1, 120),))
+resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+try:
+    save_program(program, sys.argv[1])
+except OSError as err:
+    print(f"OSError errno {err.errno}")
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_under_a_torch_serialiser_is_an_oserror_not_an_abort(tmp_path):
+    import errno
+    import subprocess
+    import sys
+
+    target = tmp_path / "program.pt2"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_EXPORT, str(target)], capture_output=True, text=True,
+                          timeout=240)
+    # torch's own writer, given the file, ended the process with std::terminate (exit 134).
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"OSError errno {errno.EFBIG}"
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary

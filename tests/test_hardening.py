@@ -91,7 +91,7 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, monkeypatch)
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    from test_training import run_fit, train_cfg
+    from conftest import run_fit, train_cfg
 
     cfg = train_cfg(epochs=4, scheduler="none", max_lr=0.1)
     run_fit(tmp_path, train_cfg(epochs=2, scheduler="none", max_lr=0.1))

@@ -1,10 +1,13 @@
 """Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import write_params
+from conftest import REPO, write_params
 
 
 def assert_clean_failure(result, expected):
@@ -148,3 +151,15 @@ def test_final_model_is_the_chosen_checkpoint(final_model, tmp_path, run_stage):
     assert set(model) == set(chosen["model"])
     assert all(torch.equal(model[k], chosen["model"][k]) for k in model)
     assert f"epoch {chosen['epoch']} -> m.pt" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_stage_runs_under_pdb_in_the_process_that_started_it(tmp_path):
+    # A stage that re-executed itself (to fix PYTHONHASHSEED) left the debugger behind: the
+    # script then ran to its end outside pdb, which never saw it finish.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONHASHSEED"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    done = subprocess.run([sys.executable, "-m", "pdb", str(REPO / "stages" / "download.py"), "--help"],
+                          input="continue\nquit\n", capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert "usage: download.py" in done.stdout
+    assert "The program exited via sys.exit()" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

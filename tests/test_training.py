@@ -17,37 +17,7 @@ from cifar_resnet.training.augment import MixedBatch
 from cifar_resnet.training.feeding import chunk_batches
 from cifar_resnet.training.lookahead import Lookahead, lookahead_decay
 from cifar_resnet.training.run import assemble_run
-
-
-def train_cfg(**overrides) -> TrainParams:
-    """Validated train params: defaults with small-run overrides (nested dicts allowed)."""
-    base = {"epochs": 3, "batch_size": 16, "max_lr": 0.5, "num_workers": 0, "device": "cpu"}
-    return validate_params({"train": {**base, **overrides}}).train
-
-
-def toy_images(n=64, seed=0):
-    """Two classes that a tiny model separates at once: dark vs bright images."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    base = np.where(labels[:, None, None, None] == 1, 200, 50)
-    images = np.clip(base + rng.integers(-30, 30, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
-    return ImageSet(images=images, labels=labels.astype(np.int64))
-
-
-def tiny_model(num_classes=2):
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(4, num_classes))
-
-
-def run_fit(tmp_path, cfg, train=None, val=None, seed=0, resume=None, model=None):
-    train = train if train is not None else toy_images(64)
-    val = val if val is not None else toy_images(32, seed=1)
-    seed_everything(seed)
-    model = model if model is not None else tiny_model()
-    run = assemble_run(model, train, val, cfg, seed, torch.device("cpu"), num_classes=2)
-    seen = []
-    outcome = fit(run, tmp_path / "ckpt", run_info={"key": "abc"}, on_epoch_end=seen.append, resume=resume)
-    return run.model, outcome, seen
+from conftest import run_fit, tiny_model, toy_images, train_cfg
 
 
 def test_channel_stats_on_known_images():

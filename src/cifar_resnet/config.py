@@ -46,7 +46,7 @@ MAX_SYNTHETIC = 1_000_000
 # The Literal name lists below (dataset, arch, stem, border_mode, optimizer, scheduler,
 # precision, CAM method, ...) are the library's registries, spelt out: importing those here
 # would make every stage, download included, depend on model and training code.
-# tests/test_registries.py holds each list equal to its registry.
+# tests/test_name_lists.py holds each list equal to its registry.
 
 
 class SyntheticParams(_Section):
@@ -242,6 +242,11 @@ class EvaluateParams(_Section):
     tta_shift: Int = Field(0, ge=0, le=4)
     calibration_bins: Int = Field(15, ge=2, le=100)  # confidence bins of the ECE and reliability diagram
     calibrate: bool = True  # also report test loss and ECE after temperature scaling fitted on the validation split
+    # How the test images are scored: fp32 (the exported models' precision) or autocast as
+    # train.precision spells it (auto: bf16 where the hardware runs it natively, then also
+    # channels_last). bf16 halves the stage's time on such a CPU; predictions may differ
+    # from fp32's on a handful of near-ties.
+    precision: Literal["fp32", "auto", "bf16", "fp16"] = "fp32"
     wrong_images: Int = Field(16, ge=0, le=100)  # most confidently wrong test images in a grid (0 = none)
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -76,14 +77,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """An open binary file that becomes `path` only if the block succeeds.
+    """A binary file object whose bytes become `path` only if the block succeeds.
 
     Serialisers get a file object, never the temporary name: torch.save and
     torch.jit.save record the name they are given inside the archive, so a
     temporary name would make every run's file differ (and DVC see a change).
+    They write into memory, and Python writes the file: torch's C++ writers abort the
+    whole process (std::terminate, exit 134) when the disk fills under them, where
+    Python's write raises an OSError that a stage reports in one line.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        yield file
+    buffer = io.BytesIO()
+    yield buffer
+    with atomic_path(path) as tmp:
+        write_bytes(tmp, buffer.getbuffer())
+
+
+def write_bytes(path: Path, data: memoryview | bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def json_safe(data: Any) -> Any:

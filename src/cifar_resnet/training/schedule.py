@@ -114,7 +114,7 @@ def _constant(optimizer: torch.optim.Optimizer, cfg: TrainParams, steps_per_epoc
 
 
 # train.scheduler's names and what builds each; the params schema allows exactly these
-# (tests/test_registries.py checks the two agree).
+# (tests/test_name_lists.py checks the two agree).
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainParams, int], LRSchedule]] = {
     "onecycle": _onecycle,
     "linear": _linear,
