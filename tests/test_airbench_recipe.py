@@ -61,7 +61,9 @@ def airbench_fit(tmp_path, freeze_after):
     torch.manual_seed(0)
     model = prepare_model(ModelParams(arch="airbench", width=4), 2).model
     start = model.conv1.bias.detach().clone()
-    cfg = train_cfg(epochs=3, checkpoint_every=1, freeze_whitening_bias_after=freeze_after)
+    train = {"epochs": 3, "batch_size": 16, "max_lr": 0.5, "num_workers": 0, "device": "cpu", "checkpoint_every": 1,
+             "freeze_whitening_bias_after": freeze_after}
+    cfg = validate_params({"model": {"arch": "airbench"}, "train": train}).train
     run_fit(tmp_path, cfg, model=model)
     return [start] + [load_checkpoint(tmp_path / "ckpt" / f"epoch_{e:03d}.pt")["model"]["conv1.bias"] for e in (1, 2, 3)]
 

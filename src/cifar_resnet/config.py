@@ -175,7 +175,7 @@ class EarlyStoppingParams(_Section):
 class TrainParams(_Section):
     # A fraction ends the run inside its last epoch: 9.9 trains 9 whole epochs and 90% of
     # the batches of a tenth (airbench94's length); the schedule spans exactly the steps trained.
-    epochs: Union[Int, Annotated[float, BeforeValidator(_not_a_bool)]] = Field(30, gt=0, le=100_000)
+    epochs: Annotated[Union[int, float], BeforeValidator(_not_a_bool)] = Field(30, gt=0, le=100_000)
     batch_size: Int = Field(128, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
