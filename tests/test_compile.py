@@ -6,29 +6,19 @@ torch.compile's CPU backend (inductor) writes C++ and builds it with the system 
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from cifar_resnet.config import validate_params
-from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.models import load_model
 from cifar_resnet.training import load_checkpoint
 from cifar_resnet.training.session import RunSources, TrainOutputs, train_resumably
+from conftest import toy_images
 
 # Compiling a ResNet's forward and backward takes a minute or two on a busy 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 OUTPUTS = ("model.pt", "model.json", "baseline.pt", "summary.json", "checkpoints", "live", "resume")
-
-
-def toy_images(n, seed):
-    """Dark vs bright images: two classes a tiny ResNet separates within an epoch or two."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    base = np.where(labels[:, None, None, None] == 1, 200, 50)
-    images = np.clip(base + rng.integers(-30, 30, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
-    return ImageSet(images=images, labels=labels.astype(np.int64))
 
 
 def train(folder, compile):

@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_resnet.config import TrainParams, validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.errors import UserError
 from cifar_resnet.inference import autocast_dtype, cpu_has_native_bf16, evaluate_logits, select_device, wants_channels_last

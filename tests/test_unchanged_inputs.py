@@ -4,15 +4,14 @@ A second `dvc exp run` in the same workspace rewrites params.yaml mid-run, and D
 record the first run's model under the second run's params (dvc.lock and the run-cache).
 """
 
-import numpy as np
 import pytest
 import yaml
 
 from cifar_resnet.config import load_params
-from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.errors import UserError
 from cifar_resnet.training import session
 from cifar_resnet.training.session import RunSources, TrainOutputs, train_resumably
+from conftest import toy_images
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.timeout(600)]  # see conftest
 
@@ -23,15 +22,6 @@ PARAMS = {
     "train": {"epochs": 1, "batch_size": 16, "max_lr": 0.05, "scheduler": "none", "num_workers": 0,
               "device": "cpu", "precision": "fp32", "channels_last": False},
 }
-
-
-def toy_images(n, seed):
-    """Dark vs bright images: two classes, enough for a one-epoch run."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    base = np.where(labels[:, None, None, None] == 1, 200, 50)
-    images = np.clip(base + rng.integers(-30, 30, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
-    return ImageSet(images=images, labels=labels.astype(np.int64))
 
 
 def train_while(tmp_path, monkeypatch, change):
