@@ -234,6 +234,16 @@ class TrainParams(_Section):
         return self
 
 
+# train.* keys that set how fast a run goes, never what it learns: dvc.yaml's train stage
+# does not depend on them and the resume key leaves them out, so changing one neither retrains
+# nor refuses a resume. num_workers: each image's augmentation is seeded by itself, whichever
+# process loads it. Not such keys: precision, channels_last, compile, optimizer_kernels,
+# cudnn_benchmark and device pick the kernels, which can change the last bits of a result;
+# nproc splits each batch (BatchNorm sees one share), data_on_device augments by another path,
+# checkpoint_every changes what models/checkpoints holds.
+RESULT_NEUTRAL_TRAIN_KEYS = ("num_workers",)
+
+
 class EvaluateParams(_Section):
     batch_size: Int = Field(256, ge=1)
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
