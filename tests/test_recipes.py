@@ -76,7 +76,8 @@ def dry_run(*args: str) -> str:
 def test_a_run_with_extra_overrides_is_named_after_them_so_a_second_one_does_not_clash():
     assert dry_run("cpu").startswith("dvc exp run -n cpu -S ")
     assert dry_run("cpu", "-S", "train.epochs=2").startswith("dvc exp run -n cpu-train.epochs=2 -S ")
-    assert dry_run("cpu", "-S", "train.epochs=2", "-S", "seed=3").startswith("dvc exp run -n cpu-train.epochs=2-seed=3 -S ")
+    two = dry_run("cpu", "-S", "train.epochs=2", "-S", "seed=3")
+    assert two.startswith("dvc exp run -n cpu-train.epochs=2-seed=3 -S ")
 
 
 def test_name_and_force_are_passed_to_dvc_exp_run():

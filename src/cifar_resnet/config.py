@@ -271,7 +271,7 @@ class ExportParams(_Section):
 
 
 class GradcamParams(_Section):
-    images: Int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
+    images: Int = Field(6, ge=1, le=64)  # grid images (one per class first), also written one overlay per image
     score_images: Int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
