@@ -81,7 +81,7 @@ def main() -> None:
     source = args.source.resolve() if args.source else None
     print(f"{'recipe':18} {'wall s':>7} {'test acc':>9} {'flip TTA':>9}")
     for name in names:
-        cmd = [sys.executable, "scripts/recipe.py", name]
+        cmd = [sys.executable, "scripts/recipe.py", name, "-n", name]  # named after the recipe alone, as before
         for item in overrides(name, weights, source, args.epochs):
             cmd += ["-S", item]
         # dvc exp run leaves the experiment's params in the workspace: start each from the smoke profile.

@@ -1,7 +1,8 @@
-"""Stage `gradcam`: class-activation maps for the first test images, and how well they localise.
+"""Stage `gradcam`: class-activation maps for test images of every class, and how well they localise.
 
-Writes, under --out: grid.png (the first `gradcam.images` test images, 2 per row) and
-images/NN_<true class>.png (the same one per file): each image beside its map blended over
+Writes, under --out: grid.png (`gradcam.images` test images, 2 per row: the first of each
+class in class order, then the second of each, and so on) and images/NN_<true class>.png
+(the same one per file, NN its place in the test set): each image beside its map blended over
 it, titled with the predicted class, its confidence and the true class, under a colour bar,
 the method and the layer; on shapes, the object's box and the map's peak are marked and
 a legend says so. Maps are for the predicted class.
@@ -35,8 +36,8 @@ def main() -> None:
     cfg = load_params().gradcam
 
     from cifar_resnet.gradcam import (
-        explain_predictions, feature_map_size, plot_cam_grid, resolve_target_layer, save_cam_images,
-        score_test_localisation,
+        explain_predictions, feature_map_size, grid_positions, plot_cam_grid, resolve_target_layer,
+        save_cam_images, score_test_localisation,
     )
     from cifar_resnet.models import load_model
 
@@ -47,8 +48,10 @@ def main() -> None:
     stats = (config["mean"], config["std"])
 
     # Maps and score are computed before anything is written, so a failure leaves no partial outputs.
-    shown = test.subset(list(range(min(cfg.images, len(test)))))
-    cams, titles, names = explain_predictions(model, shown, *stats, config["classes"], target_layer, cfg.method)
+    positions = grid_positions(test.labels, cfg.images)  # one per class first, not the first few files
+    shown = test.subset(positions)
+    cams, titles, names = explain_predictions(model, shown, *stats, config["classes"], target_layer, cfg.method,
+                                              positions)
     localisation, found = score_test_localisation(model, test, *stats, cfg.score_images, target_layer, cfg.method)
     with atomic_dir(args.out) as out:
         # Two (image, heat map) pairs per row keep the grid within half a 1400-pixel page.

@@ -8,6 +8,7 @@ import http.server
 import io
 import pickle
 import struct
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -392,6 +393,32 @@ def test_download_over_http_and_404(tmp_path, http_root):
     with pytest.raises(UserError, match=r"could not download .*missing.bin \(HTTP 404 .*data.source"):
         download(f"{base}/missing.bin", tmp_path / "m.bin")
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_download_prints_nothing_off_a_terminal(tmp_path, capsys):
+    """The progress bar is for terminals: with stderr not a TTY (logs, CI, tests) the same bytes arrive silently."""
+    # A file: URL, as the local test server logs each request to stderr itself.
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 20_000)  # 5 MB: several chunks
+    download(src.as_uri(), tmp_path / "out" / "big.bin")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == src.read_bytes()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_download_shows_bytes_and_rate_on_a_terminal(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 3_000_000)
+    download(src.as_uri(), tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    shown = terminal.getvalue()
+    assert "downloading out.bin" in shown and "100%" in shown, shown
+    assert "3.00M/3.00M" in shown and "B/s" in shown, shown  # bytes so far of the total, and the rate
 
 
 def test_load_cifar_downloads_when_no_source(tmp_path, http_root):

@@ -108,6 +108,16 @@ def set_params(workdir, section, **values):
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def test_only_knobs_that_change_the_model_make_train_stale(smoke_copy):
+    """train.num_workers is no dep of the train stage (config.RESULT_NEUTRAL_TRAIN_KEYS); train.max_lr is."""
+    set_params(smoke_copy, "train", num_workers=1)
+    assert json.loads(dvc(smoke_copy, "status", "--json").stdout) == {}
+    set_params(smoke_copy, "train", max_lr=0.03)
+    stale = dvc(smoke_copy, "status", "--json").stdout
+    assert list(json.loads(stale)) == ["train"], stale
+    assert "train.max_lr" in stale and "num_workers" not in stale, stale
+
+
 def test_a_failed_stage_records_nothing_and_loses_nothing(smoke_copy):
     lock = (smoke_copy / "dvc.lock").read_bytes()
     model = (smoke_copy / "models" / "model.pt").read_bytes()

@@ -17,6 +17,7 @@ from cifar_resnet.gradcam import (
     compute_cams,
     feature_map_size,
     chance_level,
+    grid_positions,
     localisation_score,
     measure_localisation,
     overlay,
@@ -284,3 +285,23 @@ def test_class_names_are_drawn_literally_not_as_mathtext() -> None:
     assert _png(fig)[:8] == PNG_MAGIC
     drawn = [sub._suptitle.get_text() for sub in fig.subfigs[0].subfigs]
     assert drawn == titles and not any(is_math_text(text) for text in drawn)
+
+
+def test_the_grid_shows_the_first_image_of_each_class_in_class_order():
+    # Sorted files, as a folder of images is read: every airplane (0) before the first car (1).
+    labels = [0] * 8 + [1] * 3 + [2] * 2
+    assert grid_positions(labels, 3) == [0, 8, 11]
+    assert grid_positions(labels, 2) == [0, 8]  # fewer images than classes: the first classes
+
+
+def test_more_images_than_classes_fill_round_robin_and_never_repeat():
+    labels = [2, 0, 0, 1, 0, 2, 1, 0]  # class order, not order of appearance
+    assert grid_positions(labels, 6) == [1, 3, 0, 2, 6, 5]
+    assert grid_positions(labels, 7) == [1, 3, 0, 2, 6, 5, 4]  # classes 1 and 2 run out: class 0 goes on
+    assert grid_positions(labels, 64) == [1, 3, 0, 2, 6, 5, 4, 7]  # every image once, no more
+
+
+def test_a_class_missing_from_the_test_set_is_skipped():
+    labels = np.array([3, 3, 7, 3, 7], dtype=np.int64)
+    assert grid_positions(labels, 3) == [0, 2, 1]
+    assert grid_positions(np.array([], dtype=np.int64), 6) == []

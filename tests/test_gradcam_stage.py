@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from cifar_resnet.data import ImageSet, generate_shapes, load_imageset, save_imageset
-from cifar_resnet.gradcam import measure_localisation
+from cifar_resnet.gradcam import grid_positions, measure_localisation
 from cifar_resnet.models import build_model, load_model, save_model
 from cifar_resnet.inference import make_eval_tensors
 
@@ -51,8 +51,12 @@ def test_grid_overlays_and_localisation_score_on_shapes(workdir, run_stage):
     out = workdir / "plots" / "gradcam"
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "images"]
     classes = json.loads((workdir / "m.json").read_text())["classes"]
-    labels = load_imageset(workdir / "prepared" / "test.npz").labels[: GRADCAM["images"]]
-    expected_names = [f"{i:02d}_{classes[t]}.png" for i, t in enumerate(labels)]
+    labels = load_imageset(workdir / "prepared" / "test.npz").labels
+    # One image per class first, each named by its place in the test set.
+    shown = grid_positions(labels, GRADCAM["images"])
+    assert len(shown) == GRADCAM["images"]
+    assert len({int(labels[i]) for i in shown}) == min(len(set(labels.tolist())), len(shown))
+    expected_names = [f"{i:02d}_{classes[labels[i]]}.png" for i in shown]
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(expected_names)
     for png in [out / "grid.png", *(out / "images").iterdir()]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000

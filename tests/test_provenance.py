@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cifar_resnet.config import RESULT_NEUTRAL_TRAIN_KEYS, TrainParams
 from cifar_resnet.provenance import describe_change, digests, import_closure
 from conftest import REPO
 
@@ -71,3 +72,17 @@ def test_digests_are_of_the_bytes(tmp_path):
     (tmp_path / "b").write_bytes(b"x")
     found = digests([tmp_path / "a", tmp_path / "b"], tmp_path)
     assert found["a"] == found["b"] == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+def test_the_train_stage_depends_on_every_train_param_but_the_result_neutral_ones():
+    """A new TrainParams field becomes a dep of the train stage, unless it is declared result-neutral.
+
+    A forgotten one would let `dvc exp run -S train.new_knob=...` report the old model as
+    its result; a neutral one listed would retrain for nothing (train.num_workers).
+    """
+    listed = [p for p in STAGES["train"]["params"] if p == "train" or p.startswith("train.")]
+    assert "train" not in listed  # the whole section would make the neutral keys deps again
+    assert len(listed) == len(set(listed))
+    expected = {f"train.{name}" for name in set(TrainParams.model_fields) - set(RESULT_NEUTRAL_TRAIN_KEYS)}
+    assert set(listed) == expected
+    assert set(RESULT_NEUTRAL_TRAIN_KEYS) <= set(TrainParams.model_fields)  # a renamed key is no silent exclusion

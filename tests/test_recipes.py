@@ -47,7 +47,7 @@ def test_dry_run_prints_the_dvc_command_with_extra_overrides_last():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), "seed001", "--dry-run",
                              "-S", "train.epochs=1"], capture_output=True, text=True, check=True)
     command = result.stdout.strip()
-    assert command.startswith("dvc exp run -n seed001 -S data.dataset=cifar100")
+    assert command.startswith("dvc exp run -n seed001-train.epochs=1 -S data.dataset=cifar100")
     assert "-S 'model.blocks=[5, 5, 5, 5]'" in command
     assert command.endswith("-S train.epochs=1")
 
@@ -65,3 +65,51 @@ def test_a_recipe_name_that_is_a_path_is_refused_listing_the_recipes(name):
     known = ", ".join(sorted(p.stem for p in (REPO / "recipes").glob("*.yaml")))
     assert result.stderr == f"error: no recipe {name!r} (known: {known})\n"
     assert result.stdout == ""
+
+
+def dry_run(*args: str) -> str:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), *args, "--dry-run"],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def test_a_run_with_extra_overrides_is_named_after_them_so_a_second_one_does_not_clash():
+    assert dry_run("cpu").startswith("dvc exp run -n cpu -S ")
+    assert dry_run("cpu", "-S", "train.epochs=2").startswith("dvc exp run -n cpu-train.epochs=2 -S ")
+    two = dry_run("cpu", "-S", "train.epochs=2", "-S", "seed=3")
+    assert two.startswith("dvc exp run -n cpu-train.epochs=2-seed=3 -S ")
+
+
+def test_name_and_force_are_passed_to_dvc_exp_run():
+    command = dry_run("cpu", "-n", "mine", "-f", "-S", "train.epochs=2", "--queue")
+    assert command.startswith("dvc exp run -n mine -f --queue -S ") and command.endswith("-S train.epochs=2")
+    assert " -f " not in dry_run("cpu")
+
+
+@pytest.mark.parametrize("extra, name", [
+    (["data.source=/data/pets.tar.gz"], "cpu-data.source=-data-pets.tar.gz"),  # "/" is refused by dvc
+    (["model.blocks=[5, 5, 5, 5]"], "cpu-model.blocks=-5,-5,-5,-5"),  # "[" and spaces, by git
+    (["data.source=../x..y"], "cpu-data.source=.-x.y"),  # ".."
+    (["x=a~b^c:d?e*f\\g@{h}"], "cpu-x=a-b-c-d-e-f-g-h"),
+    (["data.source=a.lock"], "cpu-data.source=a"),  # a ref may not end in .lock
+    (["data.source=x."], "cpu-data.source=x"),  # nor in a dot
+])
+def test_default_names_are_ones_dvc_accepts(extra, name):
+    got = recipe_script().experiment_name("cpu", extra)
+    assert got == name
+    assert_dvc_accepts(got)
+
+
+def test_a_long_default_name_is_cut_and_stays_distinct():
+    script = recipe_script()
+    one = script.experiment_name("cpu", ["data.source=" + "a" * 200 + "/one.tar"])
+    two = script.experiment_name("cpu", ["data.source=" + "a" * 200 + "/two.tar"])
+    assert len(one) == len(two) == script.MAX_NAME and one != two
+    assert_dvc_accepts(one)
+
+
+def assert_dvc_accepts(name: str) -> None:
+    """The name passes the check `dvc exp run -n` makes (git's ref rules on refs/exps/..., and no "/")."""
+    from dulwich.refs import check_ref_format
+
+    assert "/" not in name and check_ref_format(f"refs/exps/ab/cdef0123/{name}".encode()), name

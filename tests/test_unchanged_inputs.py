@@ -72,3 +72,15 @@ def test_a_run_whose_inputs_changed_while_it_trained_writes_no_outputs(change, m
 def test_an_unchanged_run_writes_its_outputs(tmp_path, monkeypatch):
     outputs = train_while(tmp_path, monkeypatch, lambda folder: (folder / "params.yaml").touch())
     assert outputs.model.exists() and outputs.config.exists() and (outputs.checkpoints / "last.pt").exists()
+
+
+def test_a_result_neutral_key_changed_while_it_trained_still_publishes(tmp_path, monkeypatch):
+    """train.num_workers is no dvc.yaml dep (config.RESULT_NEUTRAL_TRAIN_KEYS): DVC records the run alike."""
+
+    def set_num_workers(folder):
+        params = yaml.safe_load((folder / "params.yaml").read_text())
+        params["train"]["num_workers"] = 3
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+    outputs = train_while(tmp_path, monkeypatch, set_num_workers)
+    assert outputs.model.exists() and (outputs.checkpoints / "last.pt").exists()

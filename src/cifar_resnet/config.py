@@ -234,6 +234,16 @@ class TrainParams(_Section):
         return self
 
 
+# train.* keys that set how fast a run goes, never what it learns: dvc.yaml's train stage
+# does not depend on them and the resume key leaves them out, so changing one neither retrains
+# nor refuses a resume. num_workers: each image's augmentation is seeded by itself, whichever
+# process loads it. Not such keys: precision, channels_last, compile, optimizer_kernels,
+# cudnn_benchmark and device pick the kernels, which can change the last bits of a result;
+# nproc splits each batch (BatchNorm sees one share), data_on_device augments by another path,
+# checkpoint_every changes what models/checkpoints holds.
+RESULT_NEUTRAL_TRAIN_KEYS = ("num_workers",)
+
+
 class EvaluateParams(_Section):
     batch_size: Int = Field(256, ge=1)
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
@@ -266,7 +276,7 @@ class ExportParams(_Section):
 
 
 class GradcamParams(_Section):
-    images: Int = Field(6, ge=1, le=64)  # grid images, also written one overlay per image
+    images: Int = Field(6, ge=1, le=64)  # grid images (one per class first), also written one overlay per image
     score_images: Int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
     method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
     # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3

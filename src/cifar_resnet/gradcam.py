@@ -380,18 +380,35 @@ def measure_localisation(
     }
 
 
+def grid_positions(labels: Sequence[int], count: int) -> list[int]:
+    """Which test images the grid shows: the first of each class in class order, then the
+    second of each, and so on round-robin, `count` in all (every image when there are fewer).
+
+    The first images alone can all be of one class: a folder of images is read in sorted-path
+    order, class by class (CIFAR-10 as JPEG folders: six airplanes). One image per class shows
+    what the model looks at across the classes.
+    """
+    labels = np.asarray(labels)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]  # positions, in test-set order
+    longest = max((len(positions) for positions in by_class), default=0)
+    order = [int(positions[rank]) for rank in range(longest) for positions in by_class if rank < len(positions)]
+    return order[:count]
+
+
 def explain_predictions(
     model: nn.Module, shown: ImageSet, mean: Sequence[float], std: Sequence[float], classes: Sequence[str],
-    target_layer: str, method: str,
+    target_layer: str, method: str, positions: Optional[Sequence[int]] = None,
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """CAMs for the class the model predicts on each of `shown`'s images, with figure titles
-    (prediction, confidence, true class) and one file name per image."""
+    (prediction, confidence, true class) and one file name per image, numbered by `positions`
+    (each image's place in the test set; by default its place in `shown`)."""
     inputs, labels = make_eval_tensors(shown, mean, std)
     model.eval()
     with torch.no_grad():
         probabilities = model(inputs).softmax(dim=1)
     cams = compute_cams(model, inputs, target_layer=target_layer, method=method)
-    names = [overlay_filename(i, classes[t]) for i, t in enumerate(labels.tolist())]
+    positions = range(len(shown)) if positions is None else positions
+    names = [overlay_filename(i, classes[t]) for i, t in zip(positions, labels.tolist(), strict=True)]
     return cams, prediction_titles(probabilities, labels, classes), names
 
 

@@ -81,14 +81,25 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _progress(dest_path: str | os.PathLike, length: str | None):
+    """A bytes-and-rate bar for a download, on a terminal only (disable=None): silent in logs and tests."""
+    from tqdm import tqdm
+
+    total = int(length) if length is not None and length.isdigit() else None
+    return tqdm(total=total, desc=f"downloading {Path(dest_path).name}", unit="B", unit_scale=True, disable=None)
+
+
 def download(url: str, dest_path: str | os.PathLike, timeout: float = 60, expected_md5: str = "") -> None:
     """Fetch `url` to `dest_path`; only a complete download ever appears under that name."""
     hint = f" (expected md5 {expected_md5})" if expected_md5 else ""
     try:
         with urlopen(url, timeout=timeout) as response, atomic_path(dest_path) as tmp:
             length = response.headers.get("Content-Length")
-            with open(tmp, "wb") as f:
-                shutil.copyfileobj(response, f, _CHUNK)
+            # The official archive is 170 MB: a terminal shows how far it is and how fast it goes.
+            with open(tmp, "wb") as f, _progress(dest_path, length) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
             # A dropped connection can end the stream early without an exception.
             if length is not None and tmp.stat().st_size != int(length):
                 raise OSError(f"got {tmp.stat().st_size} of {length} bytes")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..config import Params, TrainParams
+from ..config import RESULT_NEUTRAL_TRAIN_KEYS, Params, TrainParams
 from ..data.arrays import ImageSet
 from ..distributed import DistInfo, init_distributed
 from ..errors import UserError
@@ -123,11 +123,11 @@ def fit_data_dependent_layers(model: torch.nn.Module, train_set: ImageSet) -> Op
 def run_key(params: Params, code: list[Path], data: list[Path], code_root: Path) -> dict[str, Any]:
     """What a training run is made of: its params, the code it runs and the data it reads.
 
-    Only `num_workers` is left out of the params: how many processes feed the batches
-    does not change what is learned (each image's augmentation is seeded by itself).
+    The result-neutral train keys (config.RESULT_NEUTRAL_TRAIN_KEYS: num_workers) are left
+    out of the params: how many processes feed the batches does not change what is learned
+    (each image's augmentation is seeded by itself).
     """
-    train = params.train.model_dump()
-    train.pop("num_workers")
+    train = params.train.model_dump(exclude=set(RESULT_NEUTRAL_TRAIN_KEYS))
     shaping = {"seed": params.seed, "data": params.data.model_dump(), "model": params.model.model_dump(), "train": train}
     return {"params": value_digest(shaping), "code": digests(code, code_root), "data": digests(data)}
 

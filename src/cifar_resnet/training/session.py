@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import Params, load_params
+from ..config import RESULT_NEUTRAL_TRAIN_KEYS, Params, load_params
 from ..data.arrays import ImageSet
 from ..distributed import process_rank, shutdown
 from ..errors import UserError
@@ -46,8 +46,8 @@ class RunSources:
     params_file: Optional[Path] = None  # the params.yaml `params` came from, read again before publishing
 
 
-# The params sections a trained model depends on: those dvc.yaml's train stage declares,
-# and data, which shapes the prepared data it reads (as in run_key).
+# The params sections a trained model depends on: those dvc.yaml's train stage declares (train
+# less its result-neutral keys), and data, which shapes the prepared data it reads (as in run_key).
 TRAINED_FROM = ("seed", "data", "model", "train")
 
 
@@ -148,8 +148,14 @@ def _changed_params(params: Params, params_file: Optional[Path]) -> Optional[str
         now = load_params(params_file)
     except UserError as err:
         return f"now unreadable: {err}"
-    keys = _differing_keys(params.model_dump(include=set(TRAINED_FROM)), now.model_dump(include=set(TRAINED_FROM)))
+    keys = _differing_keys(_trained_from(params), _trained_from(now))
     return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else None
+
+
+def _trained_from(params: Params) -> dict[str, Any]:
+    """The params a trained model depends on: TRAINED_FROM, less the result-neutral train keys
+    (not dvc.yaml deps either, so DVC records the run the same whatever they are now)."""
+    return params.model_dump(include=set(TRAINED_FROM), exclude={"train": set(RESULT_NEUTRAL_TRAIN_KEYS)})
 
 
 def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
