@@ -9,14 +9,15 @@ The model is a TorchScript file (traced.pt, scripted.pt), a torch.export program
 (program.pt2) or an ONNX file (model.onnx) written by the export stage. A .pt2 is checked by
 src/cifar_resnet/safeload.py before it is loaded (torch.export.load would run pickles stored
 in it); used away from this project, copy that file beside this script. Class names and the
-normalisation come from preprocess.json beside the model (or --preprocess). Each image is
-converted to 8-bit RGB (16-bit images scaled, not clipped) and resized. One line per image:
-the path, then the top classes with probabilities. --temperature divides the logits before
-the softmax: the evaluate stage fits one on the validation split (`calibrated.temperature` in
-metrics/eval.json, which `dvc metrics show` prints) so that the probabilities match how often
-the model is right. An unreadable image is reported on stderr and the others are still
-classified; the exit status is then 1. Only regular files are read as images: a FIFO or a
-device named as an image is refused rather than waited on.
+normalisation come from preprocess.json beside the model (or --preprocess); its image_size is
+at most 512 (MAX_IMAGE_SIZE). Each image is converted to 8-bit RGB (16-bit images scaled,
+not clipped) and resized. One line per image: the path, then the top classes with
+probabilities. --temperature divides the logits before the softmax: the evaluate stage fits
+one on the validation split (`calibrated.temperature` in metrics/eval.json, which `dvc
+metrics show` prints) so that the probabilities match how often the model is right. An
+unreadable image is reported on stderr and the others are still classified; the exit status
+is then 1. Only regular files are read as images: a FIFO or a device named as an image is
+refused rather than waited on.
 
 A model runs with no time limit: a model file whose graph never returns (a TorchScript
 loop that never ends, say) makes this script hang; stop it with Ctrl-C, and run only
@@ -35,7 +36,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-BATCH_SIZE = 256  # images per forward pass: bounds memory for long file lists
+# Pixels per forward pass, as in a batch of 256 CIFAR images: bounds memory for long file lists
+# and for large image sizes (the model's activations grow with the pixels: at image_size 4096,
+# two images took 7.3 GB).
+BATCH_PIXELS = 256 * 32 * 32
+# The largest image_size: one image of it fills a forward pass (512 x 512 = BATCH_PIXELS). The
+# export stage writes 32, the size the models were trained at.
+MAX_IMAGE_SIZE = 512
 SUPPORTED = "TorchScript .pt, torch.export .pt2 or ONNX .onnx"
 
 
@@ -79,8 +86,8 @@ def preprocess_problem(info: object) -> str | None:
     if missing:
         return f"missing {', '.join(missing)}"
     size = info["image_size"]
-    if type(size) is not int or not 1 <= size <= 4096:  # type(), not isinstance: true is not a size
-        return f"image_size = {size!r}: expected a whole number from 1 to 4096"
+    if type(size) is not int or not 1 <= size <= MAX_IMAGE_SIZE:  # type(), not isinstance: true is not a size
+        return f"image_size = {size!r}: expected a whole number from 1 to {MAX_IMAGE_SIZE} (the export stage writes 32)"
     classes = info["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         return "classes: expected a non-empty list of names"
@@ -200,14 +207,20 @@ def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
+def batch_size(pixels_per_image: int) -> int:
+    """Images per forward pass: as many as BATCH_PIXELS holds (256 at 32x32), at least one."""
+    return max(1, BATCH_PIXELS // pixels_per_image)
+
+
 def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Class probabilities (softmax of logits / temperature) for normalised images, BATCH_SIZE at a time.
+    """Class probabilities (softmax of logits / temperature) for normalised images, BATCH_PIXELS at a time.
 
     In float64, where a tiny temperature (1e-40) still leaves logits / temperature finite, and
     the softmax of finite numbers is never nan; a temperature too small even for that is refused.
     """
+    batch = batch_size(images.shape[-2] * images.shape[-1])
     with torch.inference_mode():
-        logits = torch.cat([model(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)])
+        logits = torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
     scaled = logits.double() / temperature
     if not torch.isfinite(scaled).all():
         if not torch.isfinite(logits).all():

@@ -10,7 +10,11 @@ evaluate.calibrate and a validation split, also "calibrated": {"temperature", "l
 validation images (never on test).
 
 Writes under --plots:
-  confusion.json            one {actual, predicted, images} record per confusion-matrix cell
+  confusion.json            one {actual, predicted, images} record per confusion-matrix cell (the
+                            confusion plot's data); beyond 100 classes only the cells between
+                            the 100 most confused classes, in class order
+  confusion.csv             the whole confusion matrix: actual, predicted, actual_index,
+                            predicted_index, images, one row per non-zero cell
   confusion_normalised.png  the confusion matrix with each true-class row summing to 1
   per_class.csv             class, precision, recall, accuracy (= recall), support
   reliability.csv           bin, lower, upper, confidence, accuracy, count (non-empty bins only)
@@ -46,7 +50,7 @@ def main() -> None:
 
     import torch
 
-    from cifar_resnet.evaluation import score_predictors, summary_line
+    from cifar_resnet.evaluation import CONFUSION_PLOT_CLASSES, score_predictors, summary_line
     from cifar_resnet.figures import write_evaluation_plots
     from cifar_resnet.inference import autocast_dtype, evaluate_logits, make_eval_tensors, select_device, wants_channels_last
     from cifar_resnet.models import load_model
@@ -83,6 +87,9 @@ def main() -> None:
     write_json(args.metrics, metrics)
     for name, summary in metrics.items():  # test, then baseline, tta and calibrated when present
         print(summary_line(name, summary))
+    if len(classes) > CONFUSION_PLOT_CLASSES:
+        print(f"confusion plot: the {CONFUSION_PLOT_CLASSES} most confused of {len(classes)} classes "
+              f"(every non-zero cell of the matrix: {args.plots / 'confusion.csv'})")
 
 
 if __name__ == "__main__":

@@ -166,19 +166,15 @@ def cached_output_hashes(workdir):
 def test_the_same_code_data_and_params_give_the_same_bytes(smoke_template, smoke_copy):
     """A forced rerun of every stage reproduces every cached output byte for byte (so dvc.lock is unchanged).
 
-    The rerun happens in a copy in another folder: data, models, checkpoints and curves do
-    not depend on where the checkout lives. The exported models do (TorchScript, torch.export
-    and ONNX record the absolute path of the model's source file), so they are compared
-    with a second export in the same folder.
+    The rerun happens in a copy in another folder: no output depends on where the checkout
+    lives, the exported models included (their files leave out torch's debug information,
+    which names the model's source files by absolute path).
     """
     before = cached_output_hashes(smoke_template)
-    assert {"models/model.pt", "models/baseline.pt", "models/checkpoints", "dvclive/plots", "data/prepared"} <= set(before)
+    assert {"models/model.pt", "models/baseline.pt", "models/checkpoints", "dvclive/plots", "data/prepared",
+            "models/export"} <= set(before)
     dvc(smoke_copy, "repro", "--force")
-    after = cached_output_hashes(smoke_copy)
-    assert {path: md5 for path, md5 in after.items() if path != "models/export"} == {
-        path: md5 for path, md5 in before.items() if path != "models/export"}
-    dvc(smoke_copy, "repro", "--force", "--single-item", "export")
-    assert cached_output_hashes(smoke_copy) == after
+    assert cached_output_hashes(smoke_copy) == before
 
 
 def test_the_trained_model_is_a_registry_artifact(smoke_repo):

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from cifar_resnet.evaluation import (
-    TEMPERATURE_RANGE, calibrated_summary, classification_summary, confusion_matrix, confusion_records,
-    expected_calibration_error, fit_temperature, flip_tta_logits, macro_precision_recall, most_confident_wrong,
+    CONFUSION_PLOT_CLASSES, TEMPERATURE_RANGE, calibrated_summary, classification_summary, confusion_cells,
+    confusion_matrix, confusion_records, expected_calibration_error, fit_temperature, flip_tta_logits,
+    macro_precision_recall, most_confident_wrong, most_confused_classes,
     per_class_table, precision_recall, reflect_shift, reliability_bins, row_normalise, score_predictors, topk_accuracy,
 )
 from cifar_resnet.figures import PLOT_FILES, confusion_figure, write_evaluation_plots
@@ -127,6 +128,54 @@ def test_confusion_records_name_classes():
         assert r["images"] == counts[r["actual_index"], r["predicted_index"]]
         assert (r["actual"], r["predicted"]) == ("abc"[r["actual_index"]], "abc"[r["predicted_index"]])
     assert records[7] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1, "images": 1}
+
+
+def test_most_confused_classes_rank_row_and_column_mistakes_ties_to_the_lower_index():
+    # CONFUSION's mistakes (off the diagonal), row plus column: class 0: 2 + 3, class 1: 2 + 1,
+    # class 2: 1 + 0, class 3: 0 + 1.
+    assert most_confused_classes(CONFUSION, 2) == [0, 1]
+    assert most_confused_classes(CONFUSION, 3) == [0, 1, 2]  # 2 and 3 tie: the lower index
+    assert most_confused_classes(CONFUSION, 10) == [0, 1, 2, 3]
+
+
+def test_beyond_the_cap_the_confusion_plot_keeps_the_most_confused_classes_and_the_csv_the_whole_matrix():
+    # 2,000 classes used to give 4 million records: a 512 MB confusion.json, 83 s and 7.1 GB.
+    n = 2000
+    assert CONFUSION_PLOT_CLASSES == 100
+    classes = [f"class {i}" for i in range(n)]
+    labels = torch.arange(n).repeat(2)  # two test images per class, all predicted right...
+    predictions = labels.clone()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    confused, sources, targets = order[:100], order[100:160], order[160:220]
+    for k, c in enumerate(confused):  # ...but both images of these go to the next one: 4 mistakes each
+        predictions[labels == c] = confused[(k + 1) % len(confused)]
+    for s, t in zip(sources, targets):  # ...and one image of these to another class: 1 mistake each
+        predictions[s] = t
+
+    records = confusion_records(predictions, labels, classes)
+    assert len(records) == 100 * 100
+    shown = list(dict.fromkeys(r["actual_index"] for r in records))
+    assert shown == sorted(confused)  # the most confused classes, in the dataset's order
+    assert [r["predicted_index"] for r in records[:100]] == shown
+    confusion = confusion_matrix(predictions, labels, n)
+    for r in records:
+        assert r["images"] == confusion[r["actual_index"], r["predicted_index"]]
+        assert (r["actual"], r["predicted"]) == (classes[r["actual_index"]], classes[r["predicted_index"]])
+    assert sum(r["images"] for r in records) == 200  # every image of a confused class, within the plot
+    # The cap is a parameter: LOGITS' mistakes are one image of class c predicted as b.
+    assert [(r["actual"], r["predicted"], r["images"]) for r in confusion_records(LOGITS.argmax(1), LABELS, "abc", 2)] == [
+        ("b", "b", 1), ("b", "c", 0), ("c", "b", 1), ("c", "c", 1)]
+
+    cells = confusion_cells(confusion, classes)
+    # The non-zero cells only: the diagonal of each class not confused, a confused class's one
+    # cell, a source's mistake.
+    assert len(cells) == (n - len(confused)) + len(confused) + len(sources)
+    rebuilt = torch.zeros(n, n, dtype=torch.int64)
+    for cell in cells:
+        assert (cell["actual"], cell["predicted"]) == (classes[cell["actual_index"]], classes[cell["predicted_index"]])
+        rebuilt[cell["actual_index"], cell["predicted_index"]] = cell["images"]
+    assert torch.equal(rebuilt, confusion)  # nothing lost
+    assert [(c["actual_index"], c["predicted_index"]) for c in cells] == sorted((c["actual_index"], c["predicted_index"]) for c in cells)
 
 
 def test_reliability_bins_match_hand_computed_table():
@@ -300,6 +349,15 @@ def test_write_evaluation_plots_writes_every_file(tmp_path):
     assert sum(int(row["count"]) for row in bins) == 30 and all(int(row["count"]) > 0 for row in bins)
     assert sum(r["images"] for r in json.loads((tmp_path / "confusion.json").read_text())) == 30
 
+    with open(tmp_path / "confusion.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert list(cells[0]) == ["actual", "predicted", "actual_index", "predicted_index", "images"]
+    rebuilt = torch.zeros(3, 3, dtype=torch.int64)
+    for cell in cells:
+        assert int(cell["images"]) > 0 and cell["actual"] == classes[int(cell["actual_index"])]
+        rebuilt[int(cell["actual_index"]), int(cell["predicted_index"])] = int(cell["images"])
+    assert torch.equal(rebuilt, confusion_matrix(logits.argmax(1), labels, 3))
+
 
 @pytest.mark.parametrize("wrong_images", [0, 5])
 def test_wrong_png_exists_when_disabled_or_without_mistakes(tmp_path, wrong_images):
@@ -335,3 +393,14 @@ def test_class_names_with_dollars_are_drawn_literally(tmp_path):
     figure.savefig(tmp_path / "check.png", format="png")  # tick labels exist once drawn
     ticks = [label.get_text() for label in figure.axes[0].get_yticklabels()]
     assert [t.replace(r"\$", "$") for t in ticks] == classes and not any(is_math_text(t) for t in ticks)
+
+
+def test_confusion_figure_beyond_200_classes_numbers_them_instead_of_naming_them(tmp_path):
+    # 2,000 overlapping names at 5 pt took 30 s to draw, and no one could read them.
+    labels = torch.arange(2000)
+    figure = confusion_figure(row_normalise(confusion_matrix((labels + 1) % 2000, labels, 2000)),
+                              [f"class{i}" for i in range(2000)])
+    figure.savefig(tmp_path / "c.png", format="png")  # tick labels exist once drawn
+    ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert 0 < len(ticks) <= 20 and not any(t.startswith("class") for t in ticks), ticks
+    assert figure.axes[0].get_xlabel() == "predicted class (index in the dataset's class order)"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,66 @@ def test_onnx_file_is_valid_with_named_inputs_and_a_symbolic_batch(exported) -> 
     batch_dim = graph.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value
     assert not list(exported["onnxruntime"].parent.glob("*.data"))  # weights inside the one file
+
+
+def file_contents(path: Path) -> bytes:
+    """What a file holds: an ONNX file's bytes, a zip archive's members decompressed (TorchScript compresses some)."""
+    if path.suffix == ".onnx":
+        return path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        return b"".join(archive.read(name) for name in archive.namelist())
+
+
+def test_no_export_names_the_folder_of_the_code_that_made_it(exported) -> None:
+    # torch's debug information names the model's source files (src/cifar_resnet/models/...)
+    # by absolute path, and a traced model every Python frame of the call (this test file
+    # too): two checkouts in different folders would export different bytes.
+    import cifar_resnet
+
+    src = Path(cifar_resnet.__file__).parents[1]
+    folders = {str(REPO), str(src), str(src.resolve())}
+    for name, path in exported.items():
+        contents = file_contents(path)
+        assert [folder for folder in folders if folder.encode() in contents] == [], name
+
+
+CHILD_EXPORT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    import cifar_resnet
+    from cifar_resnet.export import write_exports
+    from cifar_resnet.models import build_model
+
+    src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    assert Path(cifar_resnet.__file__).resolve().is_relative_to(src.resolve()), cifar_resnet.__file__
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, width=8).eval()
+    write_exports(model, torch.randn(2, 3, 32, 32), out)
+    """
+)
+
+
+@pytest.mark.slow  # two more exports in subprocesses, of a case the quick loop covers in-process
+def test_two_checkouts_in_different_folders_export_the_same_bytes(tmp_path) -> None:
+    # Each child imports its own copy of src/ (folder names of different lengths) and writes
+    # into its own folder, with the hash seed the stages fix (stages/_local_src.py).
+    exports = []
+    for checkout in ("a", "another-checkout"):
+        src = tmp_path / checkout / "src"
+        shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+        env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+        result = subprocess.run([sys.executable, "-c", CHILD_EXPORT, str(src), str(tmp_path / checkout / "export")],
+                                capture_output=True, text=True, cwd=tmp_path / checkout, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        exports.append({path.name: path.read_bytes() for path in (tmp_path / checkout / "export").iterdir()})
+    first, second = exports
+    assert sorted(first) == sorted(second) == sorted(EXPORT_FILES.values())
+    assert [name for name in first if first[name] != second[name]] == []
 
 
 def test_exporting_leaves_the_callers_model_alone(inputs, tmp_path) -> None:

@@ -318,6 +318,36 @@ def test_a_deeply_nested_preprocess_json_is_one_line(tmp_path) -> None:
         script.read_preprocess(path)
 
 
+@pytest.mark.parametrize("size, refused", [(32, False), (512, False), (513, True), (4096, True)])
+def test_an_image_size_beyond_512_is_one_line(size, refused, tmp_path) -> None:
+    # 4096 used to be accepted: two images then took 7.3 GB.
+    path = tmp_path / "preprocess.json"
+    path.write_text(json.dumps({**preprocess_info(CONFIG), "image_size": size}))
+    script = _script()
+    if refused:
+        with pytest.raises(script.InputError) as caught:
+            script.read_preprocess(path)
+        assert str(caught.value) == (f"{path}: not a valid preprocess.json (image_size = {size}: "
+                                     "expected a whole number from 1 to 512 (the export stage writes 32))")
+    else:
+        assert script.read_preprocess(path)["image_size"] == size
+
+
+def test_larger_images_run_in_smaller_batches() -> None:
+    # A forward pass holds as many pixels as 256 images of 32x32, whatever the image size.
+    script = _script()
+    batches = []
+
+    def model(images: torch.Tensor) -> torch.Tensor:
+        batches.append(len(images))
+        return torch.zeros(len(images), 2)
+
+    script.predict(model, torch.zeros(300, 3, 32, 32))
+    script.predict(model, torch.zeros(130, 3, 64, 64))
+    script.predict(model, torch.zeros(2, 3, 512, 512))
+    assert batches == [256, 44, 64, 64, 2, 1, 1]
+
+
 def test_each_image_stays_one_line_whatever_the_class_and_file_names() -> None:
     # A newline in a class name (preprocess.json) or a file name used to split the line.
     probabilities = torch.tensor([0.7, 0.2, 0.1])

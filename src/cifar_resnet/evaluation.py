@@ -257,17 +257,55 @@ def summary_line(name: str, summary: dict) -> str:
             f"on {summary['images']} images")
 
 
-def confusion_records(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> list[dict]:
+# The most classes the confusion plot shows (CIFAR-100 fits). Its data has one record per
+# pair of classes, so it grows as the square: 2,000 classes made a 512 MB confusion.json
+# (4 million records) and an evaluate stage of 83 s and 7.1 GB, for a plot no one could read.
+CONFUSION_PLOT_CLASSES = 100
+
+
+def most_confused_classes(confusion: torch.Tensor, k: int) -> list[int]:
+    """The indices of the k classes with the most mistakes, in class order.
+
+    A class's mistakes: its images predicted as another class, plus other classes' images
+    predicted as it (its row and column off the diagonal). Ties go to the lower index.
+    """
+    mistakes = confusion.sum(dim=0) + confusion.sum(dim=1) - 2 * confusion.diag()
+    ranked = torch.sort(mistakes, descending=True, stable=True).indices
+    return sorted(ranked[:k].tolist())
+
+
+def confusion_records(
+    predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], max_classes: int = CONFUSION_PLOT_CLASSES,
+) -> list[dict]:
     """One {actual, predicted, actual_index, predicted_index, images} record per cell of the
     confusion matrix, zero cells included, for the confusion plot (.dvc/plots/confusion_ordered.json).
 
     Every (true, predicted) pair is listed, so the plot stays square even when the model never
     predicts some class (with one record per image, that class would have no column). The
-    indices let the plot order both axes as the dataset orders its classes.
+    indices (the dataset's) let the plot order both axes as the dataset orders its classes.
+    Beyond `max_classes` classes, only the cells between the `max_classes` most confused ones
+    (most_confused_classes) are listed: confusion_cells keeps the whole matrix.
     """
-    counts = confusion_matrix(predictions, labels, len(classes)).tolist()
+    confusion = confusion_matrix(predictions, labels, len(classes))
+    shown = list(range(len(classes))) if len(classes) <= max_classes else most_confused_classes(confusion, max_classes)
+    counts = confusion[shown][:, shown].tolist()
     return [
-        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p, "images": counts[t][p]}
-        for t in range(len(classes))
-        for p in range(len(classes))
+        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p, "images": counts[i][j]}
+        for i, t in enumerate(shown)
+        for j, p in enumerate(shown)
+    ]
+
+
+def confusion_cells(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict]:
+    """The whole confusion matrix, compactly: one {actual, predicted, actual_index, predicted_index,
+    images} row per non-zero cell, row by row (true class, then predicted class); every cell
+    not listed is 0.
+
+    At most one row per test image, however many classes: 2,000 classes make 4 million cells.
+    """
+    true, predicted = confusion.nonzero(as_tuple=True)
+    counts = confusion[true, predicted].tolist()
+    return [
+        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p, "images": n}
+        for t, p, n in zip(true.tolist(), predicted.tolist(), counts)
     ]

@@ -3,11 +3,17 @@
 Every format is written to a file and checked in a fresh load from that file, so what is
 checked is what ships. The latency table times eager and each export at several batch
 sizes; rows that cannot run on this machine stay in the table as skipped, with a reason.
+
+The files hold no path of the checkout that wrote them: torch records where the model's code
+lives (absolute source paths, in debug information only), and that is left out of every
+format, so two checkouts in different folders export the same bytes (see save_scripted,
+save_program, export_onnx).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import platform
 import time
 import warnings
@@ -15,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -40,6 +46,8 @@ EXPORT_FILES = {
 # The rows of the latency table, in order.
 LATENCY_ROWS = ("eager", *EXPORT_FILES, "eager_channels_last", "eager_bf16")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+# The ONNX exporter's node metadata key for the torch.export stack trace (absolute source paths).
+ONNX_STACK_TRACE = "pkg.torch.onnx.stack_trace"
 IMAGE_SIZE = 32  # the exported models take 32x32 RGB images
 
 
@@ -93,9 +101,37 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> None:
-    """torch.jit.save to a temporary file, then rename (never a half-written file)."""
-    with _quiet_jit(), atomic_file(path) as file:
-        torch.jit.save(module, file)
+    """torch.jit.save without its debug records (_copy_without_debug_records), atomically."""
+    buffer = io.BytesIO()
+    with _quiet_jit():
+        torch.jit.save(module, buffer)
+    with atomic_file(path) as file:
+        _copy_without_debug_records(buffer.getvalue(), file)
+
+
+# Records of a TorchScript archive that PyTorchFileWriter writes itself when they are missing.
+_VERSION_RECORDS = ("version", ".data/version")
+_SERIALIZATION_ID = ".data/serialization_id"
+
+
+def _copy_without_debug_records(archive: bytes, file: IO[bytes]) -> None:
+    """Copy a TorchScript archive into `file`, leaving out its `.debug_pkl` records.
+
+    Those hold the source ranges of the serialized code: the absolute path of each model
+    source file (and, for a traced model, of every Python frame of the call), which torch.jit.save
+    offers no switch to omit. torch.jit.load reads them only if present, for error messages.
+    The writer recomputes the serialization id from the records it writes (the original one
+    hashes the dropped records too) and writes the original's format version.
+    """
+    reader = torch._C.PyTorchFileReader(io.BytesIO(archive))
+    writer = torch._C.PyTorchFileWriter(file)
+    for name in reader.get_all_records():
+        if name in _VERSION_RECORDS:
+            writer.set_min_version(int(reader.get_record(name)))
+        elif name != _SERIALIZATION_ID and not name.endswith(".debug_pkl"):
+            data = reader.get_record(name)
+            writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
 
 
 def load_scripted(path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
@@ -119,10 +155,24 @@ def export_program(model: nn.Module, sample: torch.Tensor) -> torch.export.Expor
 
 
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> None:
-    """torch.export.save, atomically."""
+    """torch.export.save, atomically, without the nodes' stack traces (_drop_stack_traces)."""
+    _drop_stack_traces(program)
     # Through a file object: given a path, torch.export.save warns when it does not end in .pt2.
     with atomic_file(path) as file:
         torch.export.save(program, file)
+
+
+def _drop_stack_traces(program: torch.export.ExportedProgram) -> None:
+    """Remove each graph node's `stack_trace` metadata, in place.
+
+    torch.export records, per node, the Python frames that made it, by absolute file path;
+    torch.export.save writes them out. They are debug information only: the graph, weights
+    and module names stay, and the saved program no longer depends on the checkout's folder.
+    """
+    for module in program.graph_module.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:
+                node.meta.pop("stack_trace", None)
 
 
 def load_program(path: str | Path) -> nn.Module:
@@ -141,7 +191,8 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> Non
     """Write `model` as one self-contained ONNX file with a dynamic batch axis, validated by onnx.checker.
 
     Uses the torch.export-based exporter (dynamo=True, needs onnxscript): the TorchScript-based
-    one is deprecated since torch 2.9 and warns that it will be removed.
+    one is deprecated since torch 2.9 and warns that it will be removed. The nodes' stack
+    traces (absolute source paths) are removed from the file: _drop_onnx_stack_traces.
     """
     import onnx
 
@@ -157,7 +208,33 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> Non
             external_data=False,  # weights inside the .onnx file: one file to ship (fine below 2 GB)
             verbose=False,  # otherwise the exporter prints its progress to stdout
         )
-        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+        proto = onnx.load(str(tmp))
+        _drop_onnx_stack_traces(proto)
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(proto, full_check=True)
+
+
+def _drop_onnx_stack_traces(model: Any) -> None:
+    """Remove the exporter's per-node stack-trace metadata (ONNX_STACK_TRACE), in place.
+
+    It copies torch.export's stack traces (see _drop_stack_traces); the node's other metadata
+    (module names and classes, the FX node) holds no paths and stays.
+    """
+    graphs = [model.graph.node, *(function.node for function in model.functions)]
+    for node in _onnx_nodes(graphs):
+        entries = node.metadata_props
+        for index in reversed(range(len(entries))):
+            if entries[index].key == ONNX_STACK_TRACE:
+                del entries[index]
+
+
+def _onnx_nodes(node_lists: Iterable[Iterable[Any]]) -> Iterator[Any]:
+    """Every node in `node_lists`, and in the subgraphs their attributes hold (If, Loop, Scan)."""
+    for nodes in node_lists:
+        for node in nodes:
+            yield node
+            for attribute in node.attribute:
+                yield from _onnx_nodes([attribute.g.node, *(graph.node for graph in attribute.graphs)])
 
 
 class OnnxRuntimeModel:

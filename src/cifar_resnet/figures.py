@@ -16,17 +16,24 @@ import torch
 from matplotlib.figure import Figure
 
 from .evaluation import (
-    calibration_error, confusion_matrix, confusion_records, most_confident_wrong, per_class_table, reliability_bins,
-    row_normalise,
+    calibration_error, confusion_cells, confusion_matrix, confusion_records, most_confident_wrong, per_class_table,
+    reliability_bins, row_normalise,
 )
 from .fileio import atomic_path, write_json
 from .plotting import save_figure
 
 # What write_evaluation_plots writes, in its order.
-PLOT_FILES = ("confusion.json", "confusion_normalised.png", "per_class.csv", "reliability.csv", "reliability.png", "wrong.png")
+PLOT_FILES = (
+    "confusion.json", "confusion.csv", "confusion_normalised.png", "per_class.csv", "reliability.csv", "reliability.png",
+    "wrong.png",
+)
+CONFUSION_COLUMNS = ("actual", "predicted", "actual_index", "predicted_index", "images")  # confusion.csv's header
 
 # Beyond this many classes (CIFAR-100) per-cell numbers are unreadable: colour alone tells the story.
 _ANNOTATE_UP_TO = 20
+# Beyond this many classes the names overlap even at 5 pt in the 16-inch figure, and drawing
+# them is most of the time (30 s for 2,000 classes): the axes number the classes instead.
+_NAME_UP_TO = 200
 
 
 def confusion_figure(normalised: torch.Tensor, classes: Sequence[str]) -> Figure:
@@ -41,11 +48,13 @@ def confusion_figure(normalised: torch.Tensor, classes: Sequence[str]) -> Figure
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fontsize = 8 if n <= _ANNOTATE_UP_TO else 5
-    names = [literal_text(name) for name in classes]
-    ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(n), names, fontsize=fontsize)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    if n <= _NAME_UP_TO:
+        names = [literal_text(name) for name in classes]
+        ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(n), names, fontsize=fontsize)
+    index = "" if n <= _NAME_UP_TO else " (index in the dataset's class order)"
+    ax.set_xlabel(f"predicted class{index}")
+    ax.set_ylabel(f"true class{index}")
     if n <= _ANNOTATE_UP_TO:
         for (row, col), value in np.ndenumerate(matrix):
             if np.isfinite(value) and value > 0:
@@ -163,9 +172,11 @@ def write_evaluation_plots(
 ) -> list[Path]:
     """Every evaluation table and figure of one model's test logits, under `out_dir`; returns the paths.
 
-    confusion.json, confusion_normalised.png, per_class.csv, reliability.csv (non-empty bins
-    only: an empty bin has no accuracy to plot), reliability.png and wrong.png (the
-    `wrong_images` most confidently wrong images; a figure saying "disabled" when it is 0).
+    confusion.json (the confusion plot's data: every cell, or beyond CONFUSION_PLOT_CLASSES classes
+    the cells between the most confused ones), confusion.csv (every non-zero cell of the whole
+    matrix), confusion_normalised.png, per_class.csv, reliability.csv (non-empty bins only: an
+    empty bin has no accuracy to plot), reliability.png and wrong.png (the `wrong_images` most
+    confidently wrong images; a figure saying "disabled" when it is 0).
     """
     out_dir = Path(out_dir)
     predictions, probabilities = logits.argmax(dim=1), logits.softmax(dim=1)
@@ -178,6 +189,7 @@ def write_evaluation_plots(
         wrong_fig = message_figure("wrong-image grid disabled (wrong_images = 0)")
 
     write_json(out_dir / "confusion.json", confusion_records(predictions, labels, classes))
+    _write_csv(confusion_cells(confusion, classes), out_dir / "confusion.csv", columns=CONFUSION_COLUMNS)
     save_figure(confusion_figure(row_normalise(confusion), classes), out_dir / "confusion_normalised.png")
     _write_csv(per_class_table(confusion, classes), out_dir / "per_class.csv")
     _write_csv([row for row in reliability if row["count"]], out_dir / "reliability.csv")
@@ -186,7 +198,10 @@ def write_evaluation_plots(
     return [out_dir / name for name in PLOT_FILES]
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    """Rows as CSV with a header (no index column), atomically; NaN becomes an empty cell."""
+def _write_csv(rows: list[dict], path: Path, columns: Sequence[str] | None = None) -> None:
+    """Rows as CSV with a header (no index column), atomically; NaN becomes an empty cell.
+
+    `columns` names the header even when there are no rows (pandas would write an empty file).
+    """
     with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+        pd.DataFrame(rows, columns=None if columns is None else list(columns)).to_csv(tmp, index=False)
