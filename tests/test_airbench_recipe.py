@@ -112,7 +112,7 @@ def reference_module():
     return reference_airbench
 
 
-def test_the_reference_trains_its_steps_and_ends_on_the_lookahead_average():
+def test_the_reference_trains_its_steps_and_learns_an_easy_split():
     reference = reference_module()
     hyper = reference.Hyper(batch_size=16, epochs=1.5, whiten_images=32, widths=(8, 16, 16))
     model, result, _ = reference.train(toy_images(64), seed=0, device=torch.device("cpu"), hyper=hyper)
