@@ -129,7 +129,7 @@ def test_each_picture_appears_once(page):
 
 # The offline page (scripts/plots_page.py): DVC's page loads Vega from a CDN; the script's
 # template inlines local copies. Rendering it needs a browser and the real libraries, which
-# CI lacks: set CIFAR_RESNET_VEGA_JS to a folder holding them (README, "Plots offline").
+# CI lacks: set CIFAR_RESNET_VEGA_JS to a folder holding them (docs/plots.md, "Plots offline").
 def plots_page():
     spec = importlib.util.spec_from_file_location("plots_page", REPO / "scripts" / "plots_page.py")
     module = importlib.util.module_from_spec(spec)
@@ -183,7 +183,7 @@ def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):
     and no wider than the window, and the screenshot is not blank."""
     module = plots_page()
     if module.chromium() is None:
-        pytest.skip("no chromium on PATH: the rendered page is checked by hand (README, 'Plots offline')")
+        pytest.skip("no chromium on PATH: the rendered page is checked by hand (docs/plots.md, 'Plots offline')")
     js = Path(os.environ.get("CIFAR_RESNET_VEGA_JS", "/nonexistent"))
     try:
         template = module.build_template(js, probe=True)
