@@ -188,8 +188,8 @@ def _check_args(
         raise UserError(f"block_dropout must be in [0, 1), got {block_dropout}")
 
 
-# The four-stage ResNets (torchvision's layouts) ... (keyed by names.STAGED_LAYOUT_ARCHS,
-# names.FIXED_LAYOUT_ARCHS and names.ARCHITECTURES: tests/test_name_lists.py holds them equal)
+# Keyed by names.STAGED_LAYOUT_ARCHS and names.FIXED_LAYOUT_ARCHS, in their order
+# (tests/test_name_lists.py holds them equal). The four-stage ResNets (torchvision's layouts) ...
 STAGED_LAYOUTS: dict[str, tuple[Block, list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
