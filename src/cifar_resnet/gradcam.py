@@ -20,12 +20,12 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from .config import FIXED_LAYOUT_ARCHS
 from .data.arrays import IMAGE_SHAPE, ImageSet
 from .errors import UserError
 from .fileio import atomic_path
 from .figures import prediction_titles
 from .inference import make_eval_tensors
+from .models.resnet import default_cam_layer
 from .models.summary import forward_zeros
 
 CAM_METHODS = {
@@ -48,15 +48,12 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def resolve_target_layer(name: str, stem: str, arch: str) -> str:
-    """The layer `name` stands for: "auto" is the last stage that keeps a spatial map at 32x32.
-
-    That is layer4 (4x4) with the CIFAR stem; the ImageNet stem downsamples 32x, so its
-    layer4 is 1x1 and layer3 (2x2) is the deepest usable one. ResNet-9's last stage is
-    layer3 (4x4), airbench's layer3 (3x3). Other names pass through.
+    """The layer `name` stands for: "auto" is the last stage that keeps a spatial map at 32x32,
+    as the network `arch` states it for `stem` (models.resnet.default_cam_layer). Other names pass through.
     """
     if name != "auto":
         return name
-    return "layer3" if stem == "imagenet" or arch in FIXED_LAYOUT_ARCHS else "layer4"
+    return default_cam_layer(arch, stem)
 
 
 def feature_map_size(model: nn.Module, target_layer: str, image_size: tuple[int, int] = IMAGE_SHAPE[:2]) -> tuple[int, int]:
