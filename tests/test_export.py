@@ -21,16 +21,9 @@ from cifar_resnet.data import ImageSet, save_imageset
 from cifar_resnet.errors import UserError
 from cifar_resnet.export import (
     EXPORT_FILES,
-    LATENCY_ROWS,
     OnnxRuntimeModel,
-    Skipped,
-    bf16_skip_reason,
     check_exports,
     check_parity,
-    environment_info,
-    latency_markdown,
-    latency_models,
-    latency_rows,
     load_exports,
     load_program,
     load_scripted,
@@ -38,6 +31,15 @@ from cifar_resnet.export import (
     parity_metrics,
     preprocess_info,
     write_exports,
+)
+from cifar_resnet.latency import (
+    LATENCY_ROWS,
+    Skipped,
+    bf16_skip_reason,
+    environment_info,
+    latency_markdown,
+    latency_models,
+    latency_rows,
 )
 from cifar_resnet.models import build_model, save_model
 from conftest import REPO
