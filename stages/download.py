@@ -1,4 +1,4 @@
-"""Stage `download`: fetch or generate the raw dataset, parse it, write train/test arrays (see cifar_resnet.pipeline.download)."""
+"""Stage `download`: fetch or generate the raw dataset (what it writes: cifar_resnet.pipeline.download)."""
 
 import argparse
 from pathlib import Path

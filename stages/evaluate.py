@@ -1,4 +1,4 @@
-"""Stage `evaluate`: metrics, tables and figures of the trained model on the test set (see cifar_resnet.pipeline.evaluate)."""
+"""Stage `evaluate`: the model's test metrics, tables and figures (what it writes: cifar_resnet.pipeline.evaluate)."""
 
 import argparse
 from pathlib import Path
@@ -21,8 +21,8 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the tables and figures listed above")
     args = parser.parse_args()
-    params = load_params()
-    evaluate.run(params, evaluate.EvaluatePaths(args.data, args.model, args.config, args.baseline, args.metrics, args.plots))
+    paths = evaluate.EvaluatePaths(args.data, args.model, args.config, args.baseline, args.metrics, args.plots)
+    evaluate.run(load_params(), paths)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `export`: the model as TorchScript, torch.export and ONNX files, checked and timed (see cifar_resnet.pipeline.export)."""
+"""Stage `export`: the model as checked, timed deployment files (what it writes: cifar_resnet.pipeline.export)."""
 
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""Stage `gradcam`: class-activation maps for test images of every class, and a localisation score (see cifar_resnet.pipeline.gradcam)."""
+"""Stage `gradcam`: class-activation maps and a localisation score (what it writes: cifar_resnet.pipeline.gradcam)."""
 
 import argparse
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Stage `plots`: training curves from the dvclive logs as PNGs, CSV and NPZ (see cifar_resnet.pipeline.plots).
+"""Stage `plots`: training curves from the dvclive logs (what it writes: cifar_resnet.pipeline.plots).
 
 It reads no parameters: params.yaml is neither loaded nor a dependency.
 """

@@ -1,4 +1,4 @@
-"""Stage `split`: seeded, stratified train/val split of the training set (see cifar_resnet.pipeline.split)."""
+"""Stage `split`: seeded, stratified train/val split, caps applied (what it writes: cifar_resnet.pipeline.split)."""
 
 import argparse
 from pathlib import Path

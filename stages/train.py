@@ -1,4 +1,4 @@
-"""Stage `train`: build the ResNet from `model.*`, train it with `train.*`, log with dvclive (see cifar_resnet.pipeline.train)."""
+"""Stage `train`: build and train the model, log with dvclive (what it writes: cifar_resnet.pipeline.train)."""
 
 import argparse
 from pathlib import Path
