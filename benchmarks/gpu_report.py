@@ -56,16 +56,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "benchmarks")]
 import airbench_parity  # noqa: E402 - a sibling script, not a package
 
-from cifar_resnet.config import validate_params  # noqa: E402
+from cifar_resnet.config import ModelParams, Params, TrainParams, validate_params  # noqa: E402
 from cifar_resnet.data.arrays import ImageSet  # noqa: E402
-from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command  # noqa: E402
+from cifar_resnet.distributed import DistInfo, shutdown, torchrun_command  # noqa: E402
 from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
 from cifar_resnet.inference import evaluate_logits  # noqa: E402
 from cifar_resnet.models import count_parameters, prepare_model  # noqa: E402
 from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
 from cifar_resnet.training.feeding import chunk_batches  # noqa: E402
-from cifar_resnet.training.loop import compiled  # noqa: E402
-from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
+from cifar_resnet.training.loop import prepare  # noqa: E402
+from cifar_resnet.training.run import build_run, join_devices  # noqa: E402
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
 SEED001_AUGMENT = {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
@@ -270,6 +270,15 @@ def train_cfg(batch: int, precision: str, channels_last: bool, extra: Optional[d
     return validate_params({"train": train}).train
 
 
+def run_params(model_cfg: ModelParams, cfg: TrainParams) -> Params:
+    """Params of a run of `model_cfg` trained as `cfg` asks, seed 0: what `build_run` takes."""
+    return validate_params({}).model_copy(update={"seed": 0, "model": model_cfg, "train": cfg})
+
+
+def class_names(images: ImageSet) -> list[str]:
+    return [str(label) for label in range(int(images.labels.max()) + 1)]
+
+
 def whole_chunks(steps: int, batch: int, device: torch.device) -> int:
     """`steps` rounded up to whole chunks of the device feeder's augmentation (it augments many
     batches at once on a GPU): a window that starts at a chunk's first batch then pays its
@@ -281,17 +290,12 @@ def whole_chunks(steps: int, batch: int, device: torch.device) -> int:
 def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torch.device) -> dict[str, Any]:
     """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator
     (for on-device feeding both rounded up to whole augmentation chunks)."""
-    cfg = train_cfg(setting.batch, setting.precision, setting.channels_last)
-    seed_everything(0)
-    model = prepare_model(model_params(setting.arch, mode.width), 10).model
+    cfg = train_cfg(setting.batch, setting.precision, setting.channels_last, {"compile": setting.compile})
     images = feeders.images
-    # The run the stage would assemble, fed from this grid's shared, timed feeder.
-    run = assemble_run(model, images, images.subset([0]), cfg, 0, device, 10)  # validation is not timed
-    precision = Precision.for_run(cfg, device)
-    if precision.channels_last:
-        run.model = run.model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    trainable = compiled(run.model, setting.compile) if setting.compile else run.model
+    # The stage's run and fit's setup of it, fed from this grid's shared, timed feeder.
+    params = run_params(model_params(setting.arch, mode.width), cfg)
+    run = build_run(params, images, images.subset([0]), [str(c) for c in range(10)], device).run  # validation is not timed
+    trainable, precision, scaler = prepare(run)
     batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
     warmup_steps, timed_steps = mode.warmup_steps, mode.timed_steps
     if setting.feeding == "device":
@@ -419,10 +423,7 @@ def ddp(args: argparse.Namespace, device: torch.device, out: Path, clock: Clock)
 def ddp_worker(args: argparse.Namespace) -> None:
     """One torchrun process: fit() two epochs on this rank's shard, as the train stage does with nproc > 1."""
     mode = Mode.pick(args.quick)
-    device = torch.device(args.device)
-    info = init_distributed(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+    device, info = join_devices(args.device)  # as the train stage's start_run
     global_batch = mode.batches[1]
     cfg = train_cfg(global_batch, "bf16" if device.type == "cuda" else "fp32", device.type == "cuda",
                     {"epochs": 2, "nproc": info.world_size, "data_on_device": True})
@@ -436,13 +437,8 @@ def ddp_worker(args: argparse.Namespace) -> None:
 def fit_run(train: ImageSet, test: ImageSet, cfg, model_cfg, device: torch.device,
             info: DistInfo = DistInfo(), deadline: Optional[float] = None) -> dict[str, Any]:
     """fit() with on-device feeding; per-epoch wall times and accuracies. Stops at `deadline` (perf_counter)."""
-    seed_everything(0)
-    classes = int(train.labels.max()) + 1
-    model = prepare_model(model_cfg, classes).model
-    if model_cfg.pretrained is None:
-        fit_data_dependent_layers(model, train)
-    # The test split stands in for validation: the report measures time to a test accuracy.
-    run = assemble_run(model, train, test, cfg, 0, device, classes, info)
+    # The stage's run; the test split stands in for validation: the report measures time to a test accuracy.
+    run = build_run(run_params(model_cfg, cfg), train, test, class_names(train), device, info).run
     run.eval_batch_size = 1024
     feeder = run.feeder
     epochs: list[dict[str, float]] = []
