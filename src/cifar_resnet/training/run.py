@@ -49,6 +49,20 @@ def check_consistency(cfg: TrainParams, train_size: int, val_size: int) -> None:
             raise UserError(f"{setting} needs a validation split, but data.val_fraction leaves it empty")
 
 
+def build_feeder(train_set: ImageSet, cfg: TrainParams, mean: list[float], std: list[float], seed: int,
+                 device: torch.device, dist_info: DistInfo = DistInfo()):
+    """This process's share of the training batches, augmented as cfg.augment asks and normalised
+    with `mean` and `std`: on the device (cfg.data_on_device) or from DataLoader workers."""
+    if cfg.batch_size % dist_info.world_size:
+        raise UserError(f"train.batch_size = {cfg.batch_size} does not split evenly over {dist_info.world_size} processes")
+    batch_size = cfg.batch_size // dist_info.world_size
+    shard = {"rank": dist_info.rank, "world_size": dist_info.world_size}
+    if cfg.data_on_device:
+        return DeviceFeeder(train_set, cfg.augment, mean, std, batch_size, seed, device, **shard)
+    return LoaderFeeder(train_set, cfg.augment, mean, std, batch_size, seed,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
+
+
 def assemble_run(
     model: torch.nn.Module,
     train_set: ImageSet,
@@ -71,16 +85,8 @@ def assemble_run(
     loop) from persistent workers. How the run computes (precision, memory format, DDP,
     compile, cuDNN's autotuner) is `loop.prepare`'s, at the start of fit.
     """
-    if cfg.batch_size % dist_info.world_size:
-        raise UserError(f"train.batch_size = {cfg.batch_size} does not split evenly over {dist_info.world_size} processes")
-    batch_size = cfg.batch_size // dist_info.world_size
     mean, std = channel_stats(train_set.images)
-    shard = {"rank": dist_info.rank, "world_size": dist_info.world_size}
-    if cfg.data_on_device:
-        feeder = DeviceFeeder(train_set, cfg.augment, mean, std, batch_size, seed, device, **shard)
-    else:
-        feeder = LoaderFeeder(train_set, cfg.augment, mean, std, batch_size, seed,
-                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **shard)
+    feeder = build_feeder(train_set, cfg, mean, std, seed, device, dist_info)
     val_images, val_labels = make_eval_tensors(val_set, mean, std)
     model = model.to(device)
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scale, cfg.norm_lr_scale)
