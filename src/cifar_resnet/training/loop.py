@@ -162,10 +162,10 @@ def prepare(run: TrainingRun) -> Prepared:
     memory format, the gradient scaler, the DDP wrapper and torch.compile.
 
     fit() starts with it, and the benchmarks call it on the run `build_run` made, so what
-    they time is the stage's training step. It converts run.model to channels_last in place
-    of the attribute (the optimiser keeps the same parameters). The model is already on
-    its device and the optimiser's kernels chosen (run.assemble_run: torch takes `fused`
-    only when an optimiser is made).
+    they time is the stage's training step. channels_last converts run.model in place (the
+    same parameters: the optimiser is unchanged). The model is already on its device and the
+    optimiser's kernels are chosen (run.assemble_run: torch takes `fused` only when an
+    optimiser is made).
     """
     cfg, device, dist_info = run.cfg, run.device, run.dist_info
     if device.type == "cuda":

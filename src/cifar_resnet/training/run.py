@@ -50,7 +50,7 @@ def check_consistency(cfg: TrainParams, train_size: int, val_size: int) -> None:
 
 
 def build_feeder(train_set: ImageSet, cfg: TrainParams, mean: list[float], std: list[float], seed: int,
-                 device: torch.device, dist_info: DistInfo = DistInfo()):
+                 device: torch.device, dist_info: DistInfo = DistInfo()) -> DeviceFeeder | LoaderFeeder:
     """This process's share of the training batches, augmented as cfg.augment asks and normalised
     with `mean` and `std`: on the device (cfg.data_on_device) or from DataLoader workers."""
     if cfg.batch_size % dist_info.world_size:
