@@ -6,8 +6,9 @@ latency, data-parallel training, and the CPU recipe against airbench94 on CIFAR-
     python benchmarks/gpu_report.py --out /tmp/r --quick --device cpu          # tiny version of everything, CPU
 
 Writes DIR/report.json and DIR/report.md. Needs no network. Every section runs the
-project's own code (models.prepare_model, the training feeders, optimiser, schedule,
-train_one_epoch and fit, export.py's exports and latency functions); a section that
+project's own code (the train stage's run from training.run.build_run, set up by
+training.loop.prepare, train_one_epoch and fit; export.py's exports and latency
+functions; report.md is written by gpu_report_markdown.py); a section that
 fails records its error and the others still run. Sections that would overrun the time
 budget (--budget, seconds for the whole report) are recorded as skipped, so the report
 always gets written.
