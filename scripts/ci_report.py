@@ -76,13 +76,15 @@ def base_has_metrics(diff: dict) -> bool:
 
 
 def metrics_section(repo: Path, base: str) -> str:
+    """dvc's table of the metrics that changed; on a first run (no metrics at the base) every metric,
+    in the same one-row-per-metric table (`dvc metrics show --md` would be one row of ~50 columns)."""
     diff = json.loads(run(["dvc", "metrics", "diff", base, "--json"], repo) or "{}")
-    if diff and not base_has_metrics(diff):
-        shown = run(["dvc", "metrics", "show", "--md"], repo).strip()
-        return f"`{base}` has no metrics yet (first run); this revision's metrics:\n\n{shown}"
     if not diff:
         return f"No metric changed against `{base}`."
-    return run(["dvc", "metrics", "diff", base, "--md"], repo).strip()
+    table = run(["dvc", "metrics", "diff", base, "--md"], repo).strip()
+    if not base_has_metrics(diff):
+        return f"`{base}` has no metrics yet (first run); this revision's metrics:\n\n{table}"
+    return table
 
 
 def params_section(repo: Path, base: str) -> str:
