@@ -88,8 +88,10 @@ def metrics_section(repo: Path, base: str) -> str:
 
 
 def params_section(repo: Path, base: str) -> str:
-    table = run(["dvc", "params", "diff", base, "--md"], repo).strip()
-    return table or f"No parameter changed against `{base}`."
+    # With nothing changed, --md still prints an empty table's header: ask --json first.
+    if not json.loads(run(["dvc", "params", "diff", base, "--json"], repo) or "{}"):
+        return f"No parameter changed against `{base}`."
+    return run(["dvc", "params", "diff", base, "--md"], repo).strip()
 
 
 def picture_plots(repo: Path) -> list[str]:
