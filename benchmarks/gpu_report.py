@@ -151,7 +151,7 @@ def driver_version() -> Optional[str]:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    from cifar_resnet.export import environment_info
+    from cifar_resnet.latency import environment_info
 
     cuda = torch.cuda.is_available()
     return {
@@ -358,9 +358,8 @@ def gpu_latency_models(model: torch.nn.Module, device: torch.device, traced_path
 
 def latency(mode: Mode, device: torch.device, folder: Path) -> dict[str, Any]:
     """The export stage's latency table (CPU, every exported format), plus GPU rows on a GPU."""
-    from cifar_resnet.export import (
-        bf16_skip_reason, latency_models, latency_rows, load_exports, write_exports,
-    )
+    from cifar_resnet.export import load_exports, write_exports
+    from cifar_resnet.latency import bf16_skip_reason, latency_models, latency_rows
 
     seed_everything(0)
     model = prepare_model(model_params("resnet18", mode.width), 10).model.eval()

@@ -17,9 +17,8 @@ import tempfile
 
 import torch
 
-from cifar_resnet.export import (
-    bf16_skip_reason, environment_info, latency_markdown, latency_models, latency_rows, load_exports, write_exports,
-)
+from cifar_resnet.export import load_exports, write_exports
+from cifar_resnet.latency import bf16_skip_reason, environment_info, latency_markdown, latency_models, latency_rows
 from cifar_resnet.models import build_model
 
 

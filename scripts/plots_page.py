@@ -1,29 +1,37 @@
-"""DVC's plots page without the internet, and a headless look at it.
+"""DVC's plots page as one self-contained file, and a headless look at it.
 
 `dvc plots show` / `dvc plots diff` write dvc_plots/index.html, which loads Vega, Vega-Lite
-and Vega-Embed from a CDN; offline the page stays blank. This script writes a page template
-with the three libraries inlined (one self-contained HTML file, nothing to copy next to it),
-runs the real dvc CLI with `--html-template`, and can screenshot the page with headless
-Chromium:
+and Vega-Embed from a CDN (offline the page stays blank) and its pictures from files in
+dvc_plots/static/. This script writes a page template with the three libraries inlined,
+runs the real dvc CLI with `--html-template`, then writes each picture into the page as a
+data: URI and deletes the static/ files it came from: index.html is then one file that
+references nothing else, to open offline, mail or archive. It can also screenshot the
+whole page with headless Chromium:
 
     # once, on a machine that reaches the npm registry (the .tgz files can be copied over):
     mkdir -p /tmp/vega && (cd /tmp/vega && npm pack vega@5 vega-lite@5 vega-embed@6)
 
     python scripts/plots_page.py --js /tmp/vega                      # dvc plots show
     python scripts/plots_page.py --js /tmp/vega --diff HEAD exp-name  # dvc plots diff HEAD exp-name
-    python scripts/plots_page.py --js /tmp/vega --screenshot plots.png  # also a 1400 px wide PNG
+    python scripts/plots_page.py --js /tmp/vega --screenshot plots.png  # also a PNG of the whole page
 
 --js is a folder with vega.min.js, vega-lite.min.js and vega-embed.min.js, or with the .tgz
 files `npm pack` writes (their build/*.min.js are read straight from the archives). Neither
 the libraries nor the page are written into the repository (dvc_plots/ is git-ignored).
-With --screenshot it prints what the rendered page measured: charts drawn, chart errors,
-pictures loaded, the page's width against the window's.
+With --screenshot (needs chromium or google-chrome on the PATH) it prints what the rendered
+page measured (charts drawn, chart errors, pictures loaded, the page's size), the PNG is the
+whole page, however tall, and a warning line says when anything is wider than the 1400 px
+window (a diff of several runs puts their pictures side by side): the PNG is then as wide as
+the page.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -46,6 +54,10 @@ PAGE = """<!DOCTYPE html>
     <style>
         body { max-width: @WIDTH@px; font-family: sans-serif; }
         img { max-width: 100%; }
+        /* DVC lays a picture's revisions out in one unbreakable row (white-space: nowrap) in a
+           box that clips what sticks out: a diff of three runs hid two of them. Let the row
+           wrap, so each revision's picture is seen whole, side by side where they fit. */
+        div[style*="nowrap"] { white-space: normal !important; }
         table { border-spacing: 15px; }
     </style>
 </head>
@@ -69,6 +81,8 @@ window.addEventListener("load", () => setTimeout(() => {
     widest_image: Math.max(0, ...images.map(i => i.getBoundingClientRect().right)),
     widest_chart: Math.max(0, ...[...document.querySelectorAll(".vega-embed")].map(e => e.getBoundingClientRect().right)),
     scroll_width: document.documentElement.scrollWidth,
+    // The content's height, not the window's (scrollHeight is at least the window's height).
+    page_height: Math.ceil(document.documentElement.getBoundingClientRect().height),
     window_width: window.innerWidth,
     vega: typeof vega !== "undefined" ? vega.version : null,
   });
@@ -110,12 +124,14 @@ def build_template(js_dir: Path, probe: bool = False) -> str:
 
 
 class PageError(Exception):
-    """dvc could not write the page (an unknown revision, not a DVC project): one line, exit status 1."""
+    """The page cannot be made or looked at (an unknown revision, no browser): one line, exit status 1."""
 
 
 def render(repo: Path, template: Path, out: Path, diff: list[str] | None) -> Path:
     """Run the dvc CLI in repo; returns the page it wrote. A failing dvc is a PageError naming why."""
-    dvc = shutil.which("dvc") or sys.exit("the dvc CLI is not on PATH")
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        raise PageError("the dvc CLI is not on PATH")
     command = [dvc, "plots", "diff", *diff] if diff is not None else [dvc, "plots", "show"]
     shown = " ".join(command[1:3] + (diff or []))
     command += ["--html-template", str(template.resolve()), "-o", str(out.resolve())]
@@ -130,6 +146,47 @@ def render(repo: Path, template: Path, out: Path, diff: list[str] | None) -> Pat
     return out / "index.html"
 
 
+# The picture types DVC's image renderer takes (dvc_render ImageRenderer.EXTENSIONS).
+MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+        ".svg": "image/svg+xml"}
+IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]*)(")')
+
+
+def inline_images(page: Path) -> int:
+    """Write every picture the page loads from a file into it as a data: URI; returns how many.
+
+    DVC's page refers to copies it wrote in static/ beside it, so index.html alone shows
+    empty frames. The copies inlined are deleted (and static/ with them once empty): what
+    is left is the one file, and a forgotten picture would show as missing, not pass unseen.
+    """
+    text = page.read_text(encoding="utf-8")
+    inlined: list[Path] = []
+
+    def data_uri(match: re.Match) -> str:
+        src = html.unescape(match.group(2))
+        if src.startswith("data:") or "://" in src:
+            return match.group(0)
+        path = page.parent / src
+        mime = MIME.get(path.suffix.lower())
+        if mime is None:
+            raise PageError(f"{page}: picture {src} is of no known type ({', '.join(MIME)})")
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        inlined.append(path)
+        return f"{match.group(1)}data:{mime};base64,{encoded}{match.group(3)}"
+
+    # Only the body: the inlined libraries in the head hold "<img src=" in their own code.
+    head, body_tag, body = text.partition("<body>")
+    if not body_tag:
+        raise PageError(f"{page}: no <body> in the page dvc wrote")
+    page.write_text(head + body_tag + IMG_SRC.sub(data_uri, body), encoding="utf-8")
+    for path in inlined:
+        path.unlink(missing_ok=True)  # one picture may appear twice
+    static = page.parent / "static"
+    if static.is_dir() and not any(p.is_file() for p in static.rglob("*")):
+        shutil.rmtree(static)
+    return len(inlined)
+
+
 def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if found := shutil.which(name):
@@ -137,14 +194,22 @@ def chromium() -> str | None:
     return None
 
 
-def headless(page: Path, *args: str, height: int = 3000) -> subprocess.CompletedProcess:
+def headless(page: Path, *args: str, width: int = WIDTH, height: int = 3000) -> subprocess.CompletedProcess:
+    """Headless Chromium on the page in a width x height window; a failure is a PageError."""
     browser = chromium()
     if browser is None:
-        raise FileNotFoundError("no chromium / google-chrome on PATH")
+        raise PageError("no chromium or google-chrome on PATH: --screenshot needs one (Debian: apt-get install chromium)")
     command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--virtual-time-budget=10000", f"--window-size={WIDTH},{height}", *args,
+               "--virtual-time-budget=10000", f"--window-size={width},{height}", *args,
                page.resolve().as_uri()]
-    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=180)
+    try:
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=180, errors="replace")
+    except subprocess.CalledProcessError as err:
+        lines = [line.strip() for line in err.stderr.splitlines() if line.strip()]
+        raise PageError(f"{browser} failed on {page}: {lines[-1] if lines else f'exit status {err.returncode}'}") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise PageError(f"{browser} did not finish with {page} within 180 s") from None
 
 
 def measure(page: Path) -> dict:
@@ -152,12 +217,29 @@ def measure(page: Path) -> dict:
     dom = headless(page, "--dump-dom").stdout
     found = re.search(r'data-probe="([^"]*)"', dom)
     if found is None:
-        raise RuntimeError("the page wrote no measurements (did its scripts run?)")
-    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+        raise PageError(f"{page} wrote no measurements (did its scripts run?)")
+    return json.loads(html.unescape(found.group(1)))
 
 
-def screenshot(page: Path, png: Path, height: int = 3000) -> Path:
-    headless(page, f"--screenshot={png.resolve()}", height=height)
+def page_size(measured: dict) -> tuple[int, int]:
+    """The whole page in px: the window's width or more where something sticks out, the content's height."""
+    width = max(measured["window_width"], measured["scroll_width"],
+                math.ceil(measured["widest_image"]), math.ceil(measured["widest_chart"]))
+    return width, max(1, measured["page_height"])
+
+
+def overflow_warning(measured: dict) -> str | None:
+    """One line when the page is wider than its window (on screen: a sideways scroll), else None."""
+    width, _ = page_size(measured)
+    if width <= measured["window_width"]:
+        return None
+    return (f"warning: the page is {width} px wide, wider than the {measured['window_width']} px window "
+            f"(pictures end at {math.ceil(measured['widest_image'])} px, charts at "
+            f"{math.ceil(measured['widest_chart'])} px); on screen it scrolls sideways")
+
+
+def screenshot(page: Path, png: Path, width: int = WIDTH, height: int = 3000) -> Path:
+    headless(page, f"--screenshot={png.resolve()}", width=width, height=height)
     return png
 
 
@@ -167,19 +249,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: here)")
     parser.add_argument("--diff", nargs="*", metavar="REV", help="dvc plots diff REV...; without it dvc plots show")
     parser.add_argument("--out", type=Path, default=None, help="page folder (default: REPO/dvc_plots)")
-    parser.add_argument("--screenshot", type=Path, default=None, help="also write a PNG of the page")
-    parser.add_argument("--height", type=int, default=3000, help="screenshot height in px (default 3000)")
+    parser.add_argument("--screenshot", type=Path, default=None, help="also write a PNG of the whole page")
     args = parser.parse_args(argv)
 
+    if args.screenshot is not None and chromium() is None:  # before anything is written
+        raise PageError("no chromium or google-chrome on PATH: --screenshot needs one (Debian: apt-get install chromium)")
+    try:
+        template_text = build_template(args.js, probe=args.screenshot is not None)
+    except (OSError, ValueError, tarfile.TarError) as err:
+        raise PageError(f"--js {args.js}: {err}") from None
     out = args.out or args.repo / "dvc_plots"
     out.mkdir(parents=True, exist_ok=True)
     template = out / "offline_template.html"
-    template.write_text(build_template(args.js, probe=args.screenshot is not None), encoding="utf-8")
+    template.write_text(template_text, encoding="utf-8")
     page = render(args.repo, template, out, args.diff)
+    inline_images(page)
     print(f"page: {page}")
     if args.screenshot is not None:
-        print(f"screenshot: {screenshot(page, args.screenshot, args.height)}")
-        print("measured:", json.dumps(measure(page), indent=1))
+        measured = measure(page)
+        width, height = page_size(measured)
+        print(f"screenshot: {screenshot(page, args.screenshot, width, height)} ({width}x{height} px)")
+        print("measured:", json.dumps(measured, indent=1))
+        if warning := overflow_warning(measured):
+            print(warning, file=sys.stderr)
     return 0
 
 

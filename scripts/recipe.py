@@ -106,9 +106,17 @@ def main() -> int:
         for path in sorted(RECIPES.glob("*.yaml")):
             print(f"{path.stem:18} {' '.join(yaml.safe_load(path.read_text())['description'].split())}")
         return 0
+    for item in args.extra:  # dvc would only say so after printing the command
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise SystemExit(f"error: -S {item!r}: an override is key=value, e.g. -S train.epochs=2")
     cmd = command(args.recipe, load_recipe(args.recipe), args.extra, args.queue, args.name, args.force)
     print(shlex.join(cmd), flush=True)
-    return 0 if args.dry_run else subprocess.run(cmd).returncode
+    if args.dry_run:
+        return 0
+    try:
+        return subprocess.run(cmd).returncode
+    except FileNotFoundError:
+        raise SystemExit("error: the dvc CLI is not on PATH (pip install -e . installs it)") from None
 
 
 if __name__ == "__main__":

@@ -1,18 +1,4 @@
-"""Stage `gradcam`: class-activation maps for test images of every class, and how well they localise.
-
-Writes, under --out: grid.png (`gradcam.images` test images, 2 per row: the first of each
-class in class order, then the second of each, and so on) and images/NN_<true class>.png
-(the same one per file, NN its place in the test set): each image beside its map blended over
-it, titled with the predicted class, its confidence and the true class, under a colour bar,
-the method and the layer; on shapes, the object's box and the map's peak are marked and
-a legend says so. Maps are for the predicted class.
-
-Writes --metrics: {"localisation": {"score", "chance", "images", "method", "layer"}}: the
-fraction of the first `gradcam.score_images` test images whose map (for the true class)
-peaks inside the object's box, and the fraction a random peak would score (mean box area).
-Only datasets that record boxes (shapes) can be scored; otherwise, or with score_images 0,
-it writes {"localisation": null}, so the declared output always exists.
-"""
+"""Stage `gradcam`: class-activation maps and a localisation score (what it writes: cifar_resnet.pipeline.gradcam)."""
 
 import argparse
 from pathlib import Path
@@ -20,13 +6,12 @@ from pathlib import Path
 import _local_src  # noqa: F401  (first: this tree's src/, whatever is installed)
 
 from cifar_resnet.config import load_params
-from cifar_resnet.data import load_imageset
 from cifar_resnet.errors import run_stage
-from cifar_resnet.fileio import atomic_dir, write_json
+from cifar_resnet.pipeline import gradcam
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=gradcam.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="output folder of the split stage")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
@@ -34,33 +19,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON for the localisation score")
     args = parser.parse_args()
     cfg = load_params().gradcam
-
-    from cifar_resnet.gradcam import (
-        explain_predictions, feature_map_size, grid_positions, plot_cam_grid, resolve_target_layer,
-        save_cam_images, score_test_localisation,
-    )
-    from cifar_resnet.models import load_model
-
-    model, config = load_model(args.model, args.config, device="cpu")
-    target_layer = resolve_target_layer(cfg.target_layer, config.get("stem", "cifar"), config["arch"])
-    map_h, map_w = feature_map_size(model, target_layer)  # a bad layer fails before any work
-    test = load_imageset(args.data / "test.npz", num_classes=len(config["classes"]))
-    stats = (config["mean"], config["std"])
-
-    # Maps and score are computed before anything is written, so a failure leaves no partial outputs.
-    positions = grid_positions(test.labels, cfg.images)  # one per class first, not the first few files
-    shown = test.subset(positions)
-    cams, titles, names = explain_predictions(model, shown, *stats, config["classes"], target_layer, cfg.method,
-                                              positions)
-    localisation, found = score_test_localisation(model, test, *stats, cfg.score_images, target_layer, cfg.method)
-    with atomic_dir(args.out) as out:
-        # Two (image, heat map) pairs per row keep the grid within half a 1400-pixel page.
-        figure = {"boxes": shown.boxes, "method": cfg.method, "layer": target_layer}
-        plot_cam_grid(shown.images, cams, titles, out / "grid.png", ncols=2, **figure)
-        save_cam_images(out / "images", names, shown.images, cams, titles, **figure)
-    write_json(args.metrics, {"localisation": localisation})
-    print(f"{cfg.method} on {target_layer} ({map_h}x{map_w} map) for {len(shown)} test images -> {args.out}")
-    print(f"{found} -> {args.metrics}")
+    gradcam.run(cfg, gradcam.GradcamPaths(args.data, args.model, args.config, args.out, args.metrics))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ repository's dvc.yaml and .dvc/ (config and the custom templates in .dvc/plots) 
 files the stages would write, then checks the filled Vega-Lite specs DVC hands the page.
 """
 
+import base64
 import importlib.util
 import json
 import os
@@ -129,7 +130,7 @@ def test_each_picture_appears_once(page):
 
 # The offline page (scripts/plots_page.py): DVC's page loads Vega from a CDN; the script's
 # template inlines local copies. Rendering it needs a browser and the real libraries, which
-# CI lacks: set CIFAR_RESNET_VEGA_JS to a folder holding them (README, "Plots offline").
+# CI lacks: set CIFAR_RESNET_VEGA_JS to a folder holding them (docs/plots.md, "Plots offline").
 def plots_page():
     spec = importlib.util.spec_from_file_location("plots_page", REPO / "scripts" / "plots_page.py")
     module = importlib.util.module_from_spec(spec)
@@ -178,19 +179,85 @@ def test_an_unknown_revision_is_one_line_not_a_traceback(plots_repo, tmp_path, c
     assert "no-such-revision" in lines[0].split(" failed in ", 1)[1] and "Traceback" not in result.stderr
 
 
-def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):
-    """The real page in a real browser: every chart drawn without error, every picture loaded
-    and no wider than the window, and the screenshot is not blank."""
+def stand_in_libraries(folder: Path, module) -> Path:
+    """A --js folder whose three "libraries" only mark where they landed in the page."""
+    folder.mkdir()
+    for name in module.LIBRARIES:
+        (folder / f"{name}.min.js").write_text(f"window['{name}-stand-in'] = 1;")
+    return folder
+
+
+def test_offline_page_is_one_file_with_its_pictures_inside(plots_repo, tmp_path):
+    """No browser needed: after inlining, the page loads nothing but itself (no static/ files,
+    no CDN script), and each picture in it is the very PNG the stage wrote."""
     module = plots_page()
+    template = tmp_path / "template.html"
+    template.write_text(module.build_template(stand_in_libraries(tmp_path / "js", module)))
+    page = module.render(plots_repo, template, tmp_path / "page", None)
+    assert (tmp_path / "page" / "static").is_dir()  # what dvc writes: the page needs these files
+
+    pictures = [name for name, props in plot_definitions().items() if props is None]
+    assert module.inline_images(page) == len(pictures)
+    html = page.read_text()
+    body = html.split("<body>", 1)[1]
+    references = re.findall(r'\b(?:src|href)\s*=\s*"([^"]*)"', body) + re.findall(r"<script\b[^>]*\bsrc\b[^>]*>|<link\b[^>]*>", html)
+    assert [ref for ref in references if not ref.startswith(("data:", "#"))] == []
+    assert not (tmp_path / "page" / "static").exists()
+    inlined = [base64.b64decode(uri) for uri in re.findall(r'<img src="data:image/png;base64,([^"]*)"', body)]
+    assert sorted(inlined) == sorted((plots_repo / name).read_bytes() for name in pictures)
+
+
+def test_overflow_warning_only_when_something_is_wider_than_the_window():
+    module = plots_page()
+    fits = {"window_width": 1400, "scroll_width": 1400, "widest_image": 1388.0, "widest_chart": 1080.5,
+            "page_height": 4573}
+    assert module.overflow_warning(fits) is None
+    assert module.page_size(fits) == (1400, 4573)
+    wide = fits | {"widest_chart": 2030.2}
+    assert module.page_size(wide) == (2031, 4573)
+    assert module.overflow_warning(wide).startswith("warning: the page is 2031 px wide, wider than the 1400 px window")
+
+
+def test_a_screenshot_without_chromium_is_one_line_and_writes_nothing(tmp_path):
+    module = plots_page()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plots_page.py"), "--js", str(stand_in_libraries(tmp_path / "js", module)),
+         "--out", str(tmp_path / "page"), "--screenshot", str(tmp_path / "p.png")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path / "js")},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: no chromium or google-chrome on PATH: --screenshot needs one (Debian: apt-get install chromium)"]
+    assert not (tmp_path / "page").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_missing_libraries_are_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plots_page.py"), "--js", str(tmp_path / "nothing"),
+         "--out", str(tmp_path / "page")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --js {tmp_path / 'nothing'}: ") and "vega.min.js" in line, line
+
+
+def browser_template(module) -> str:
+    """The real template with the probe, or a skip naming what is missing."""
     if module.chromium() is None:
-        pytest.skip("no chromium on PATH: the rendered page is checked by hand (README, 'Plots offline')")
+        pytest.skip("no chromium on PATH: the rendered page is checked by hand (docs/plots.md, 'Plots offline')")
     js = Path(os.environ.get("CIFAR_RESNET_VEGA_JS", "/nonexistent"))
     try:
-        template = module.build_template(js, probe=True)
+        return module.build_template(js, probe=True)
     except FileNotFoundError as missing:
         pytest.skip(f"set CIFAR_RESNET_VEGA_JS to a folder with vega, vega-lite, vega-embed ({missing})")
-    (tmp_path / "template.html").write_text(template)
+
+
+def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):
+    """The real page in a real browser: every chart drawn without error, every picture loaded
+    from the page itself and no wider than the window, and the screenshot is the whole page."""
+    module = plots_page()
+    (tmp_path / "template.html").write_text(browser_template(module))
     page = module.render(plots_repo, tmp_path / "template.html", tmp_path / "page", None)
+    module.inline_images(page)
 
     measured = module.measure(page)
     charts = sum(props is not None for props in plot_definitions().values())
@@ -199,8 +266,48 @@ def test_offline_page_renders_in_headless_chromium(plots_repo, tmp_path):
     assert measured["images"] == measured["images_loaded"] == pictures, measured
     assert measured["window_width"] == module.WIDTH
     assert max(measured["scroll_width"], measured["widest_chart"], measured["widest_image"]) <= module.WIDTH, measured
+    assert module.overflow_warning(measured) is None
 
-    png = module.screenshot(page, tmp_path / "page.png", height=2000)
+    width, height = module.page_size(measured)
+    assert height > 1500  # charts and five pictures: taller than a screen
+    png = module.screenshot(page, tmp_path / "page.png", width, height)
     pixels = np.asarray(Image.open(png).convert("L"))
-    assert pixels.shape == (2000, module.WIDTH)
+    assert pixels.shape == (height, module.WIDTH)
     assert (pixels < 128).mean() > 0.005  # axes, labels, marks: not a blank white page
+    # The last picture's frame is in the PNG: its bottom rows hold the frame's black line.
+    assert (pixels[-40:] < 128).any()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_diff_of_five_runs_warns_and_the_screenshot_is_the_whole_page(plots_repo, tmp_path):
+    """Five revisions: each picture's five copies wrap onto rows inside the window (DVC's
+    one clipped row hid all but the first), the confusion matrix's five facets do not fit:
+    one warning line, and the PNG is as wide and tall as the page."""
+    module = plots_page()
+    js = tmp_path / "js"
+    js.mkdir()
+    template = browser_template(module)  # skips first where there is no browser
+    repo = tmp_path / "repo"
+    shutil.copytree(plots_repo, repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    for n in range(4):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", str(n)], cwd=repo, check=True)
+    for library in module.LIBRARIES:  # the real libraries, as a --js folder
+        start = template.index(f"<script>/* {library} */\n") + len(f"<script>/* {library} */\n")
+        (js / f"{library}.min.js").write_text(template[start:template.index("\n</script>", start)].replace("<\\/script", "</script"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plots_page.py"), "--js", str(js), "--repo", str(repo),
+         "--out", str(tmp_path / "page"), "--screenshot", str(tmp_path / "diff.png"),
+         "--diff", "HEAD~3", "HEAD~2", "HEAD~1", "HEAD", "workspace"],
+        capture_output=True, text=True, timeout=500, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.split("measured:", 1)[1])
+    assert measured["images"] == measured["images_loaded"] == 5 * sum(p is None for p in plot_definitions().values())
+    assert measured["widest_image"] <= module.WIDTH < measured["widest_chart"], measured
+    (warning,) = result.stderr.strip().splitlines()
+    width, height = module.page_size(measured)
+    assert warning.startswith(f"warning: the page is {width} px wide, wider than the 1400 px window"), warning
+    assert Image.open(tmp_path / "diff.png").size == (width, height)

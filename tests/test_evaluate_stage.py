@@ -1,4 +1,8 @@
-"""The evaluate stage end to end, as DVC runs it: a tiny model, a baseline, and a tiny shapes test set."""
+"""The evaluate stage on a tiny model, a baseline, and a tiny shapes test set.
+
+Its logic runs in-process (pipeline.evaluate.run, as the stage script calls it); the
+script itself runs in a subprocess where its exit status and stderr are the point.
+"""
 
 import csv
 import json
@@ -8,16 +12,20 @@ import pytest
 import torch
 import yaml
 
+from cifar_resnet.config import load_params
 from cifar_resnet.data import generate_shapes, load_imageset, save_imageset
 from cifar_resnet.evaluation import calibrated_summary, classification_summary, flip_tta_logits
 from cifar_resnet.figures import PLOT_FILES
 from cifar_resnet.models import build_model, load_model, save_model
 from cifar_resnet.inference import evaluate_logits, make_eval_tensors
+from cifar_resnet.pipeline import evaluate
 
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "metrics/eval.json",
         "--plots", "plots/eval"]
 EVALUATE = {"batch_size": 16, "tta": True, "tta_shift": 1, "calibration_bins": 10, "wrong_images": 6}
 SUMMARY_KEYS = {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"}  # no top5_acc: 10 classes
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
+
 TEST_IMAGES = 40
 VAL_IMAGES = 20
 
@@ -49,6 +57,14 @@ def write_evaluate_params(folder, **overrides):
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def run_evaluate(folder, baseline: bool = True) -> None:
+    """The stage's work in this process, on `folder`'s params.yaml and files (ARGS' paths)."""
+    paths = evaluate.EvaluatePaths(folder / "prepared", folder / "m.pt", folder / "m.json",
+                                   folder / "b.pt" if baseline else None, folder / "metrics" / "eval.json",
+                                   folder / "plots" / "eval")
+    evaluate.run(load_params(folder / "params.yaml"), paths)
+
+
 def expected_metrics(folder) -> dict:
     """The summaries computed in-process by the library on the same weights and images."""
     test = load_imageset(folder / "prepared" / "test.npz")
@@ -75,9 +91,9 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
-    result = run_stage("evaluate", *ARGS, "--baseline", "b.pt")
-    assert result.returncode == 0, result.stderr
+def test_metrics_baseline_tta_and_every_plot(workdir, capsys):
+    run_evaluate(workdir)
+    stdout = capsys.readouterr().out
 
     metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
     assert list(metrics) == ["test", "baseline", "tta", "calibrated"]
@@ -88,8 +104,8 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
         assert metrics[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
     assert metrics["baseline"]["loss"] != metrics["test"]["loss"]  # the baseline file, not the model again
     assert metrics["test"]["images"] == TEST_IMAGES
-    assert all(f"{name}: accuracy" in result.stdout for name in ("test", "baseline", "tta"))
-    assert "the temperature fitted on 20 validation images" in result.stdout
+    assert all(f"{name}: accuracy" in stdout for name in ("test", "baseline", "tta"))
+    assert "the temperature fitted on 20 validation images" in stdout
 
     out = workdir / "plots" / "eval"
     assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
@@ -109,17 +125,15 @@ def test_metrics_baseline_tta_and_every_plot(workdir, run_stage):
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
-def test_without_baseline_tta_or_calibration_only_the_test_metrics(workdir, run_stage):
+def test_without_baseline_tta_or_calibration_only_the_test_metrics(workdir):
     write_evaluate_params(workdir, tta=False, tta_shift=0, calibrate=False, wrong_images=0)
-    result = run_stage("evaluate", *ARGS)
-    assert result.returncode == 0, result.stderr
+    run_evaluate(workdir, baseline=False)
     assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test"]
     # wrong_images 0 still writes wrong.png (saying the grid is disabled): the folder's contents never vary.
     assert sorted(p.name for p in (workdir / "plots" / "eval").iterdir()) == sorted(PLOT_FILES)
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
+@pytest.mark.slow  # another subprocess run of a stage script; the quick loop runs test_stages' ones
 @pytest.mark.parametrize("missing", ["m.pt", "b.pt"])
 def test_a_missing_model_or_baseline_fails_cleanly_before_any_output(workdir, run_stage, missing):
     (workdir / missing).unlink()
@@ -131,11 +145,9 @@ def test_a_missing_model_or_baseline_fails_cleanly_before_any_output(workdir, ru
     assert not (workdir / "plots").exists() and not (workdir / "metrics").exists()
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
-def test_without_validation_images_no_temperature_is_fitted(workdir, run_stage):
+def test_without_validation_images_no_temperature_is_fitted(workdir, capsys):
     empty = load_imageset(workdir / "prepared" / "val.npz").subset(np.arange(0))
     save_imageset(workdir / "prepared" / "val.npz", empty)
-    result = run_stage("evaluate", *ARGS)
-    assert result.returncode == 0, result.stderr
+    run_evaluate(workdir, baseline=False)
     assert list(json.loads((workdir / "metrics" / "eval.json").read_text())) == ["test", "tta"]
-    assert "no validation images (data.val_fraction is 0): no temperature is fitted" in result.stdout
+    assert "no validation images (data.val_fraction is 0): no temperature is fitted" in capsys.readouterr().out

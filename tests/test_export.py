@@ -17,20 +17,14 @@ import pytest
 import torch
 import yaml
 
+from cifar_resnet.config import load_params
 from cifar_resnet.data import ImageSet, save_imageset
 from cifar_resnet.errors import UserError
 from cifar_resnet.export import (
     EXPORT_FILES,
-    LATENCY_ROWS,
     OnnxRuntimeModel,
-    Skipped,
-    bf16_skip_reason,
     check_exports,
     check_parity,
-    environment_info,
-    latency_markdown,
-    latency_models,
-    latency_rows,
     load_exports,
     load_program,
     load_scripted,
@@ -39,7 +33,17 @@ from cifar_resnet.export import (
     preprocess_info,
     write_exports,
 )
+from cifar_resnet.latency import (
+    LATENCY_ROWS,
+    Skipped,
+    bf16_skip_reason,
+    environment_info,
+    latency_markdown,
+    latency_models,
+    latency_rows,
+)
 from cifar_resnet.models import build_model, save_model
+from cifar_resnet.pipeline import export as export_stage
 from conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
@@ -376,7 +380,7 @@ def test_preprocess_info_comes_from_the_model_config() -> None:
         preprocess_info({"classes": ["a"], "std": [1, 1, 1]})
 
 
-# --- the stage, run as DVC runs it -------------------------------------------------------
+# --- the stage's work, in this process (pipeline.export.run, as stages/export.py calls it) ---
 
 
 def write_stage_inputs(folder: Path) -> dict:
@@ -395,14 +399,12 @@ def write_stage_inputs(folder: Path) -> dict:
     return params["export"]
 
 
-def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path, run_stage, monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path, capsys) -> None:
     export = write_stage_inputs(tmp_path)
-    result = run_stage(
-        "export", "--data", "data/prepared", "--model", "models/model.pt", "--config", "models/model.json",
-        "--out", "models/export", "--latency", "plots/export", "--metrics", "metrics/export.json",
-    )
-    assert result.returncode == 0, result.stderr
+    paths = export_stage.ExportPaths(tmp_path / "data" / "prepared", tmp_path / "models" / "model.pt",
+                                     tmp_path / "models" / "model.json", tmp_path / "models" / "export",
+                                     tmp_path / "plots" / "export", tmp_path / "metrics" / "export.json")
+    export_stage.run(load_params(tmp_path / "params.yaml").export, paths)
     out = tmp_path / "models" / "export"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*EXPORT_FILES.values(), "preprocess.json"]
@@ -424,7 +426,7 @@ def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path,
     assert table["environment"]["device"] == "cpu" and table["environment"]["threads"] == 1
     markdown = (latency / "latency.md").read_text()
     assert all(f"| {name} | {b} |" in markdown for name in LATENCY_ROWS for b in (1, 4))
-    assert markdown in result.stdout
+    assert markdown in capsys.readouterr().out
 
     preprocess = json.loads((out / "preprocess.json").read_text())
     saved_config = json.loads((tmp_path / "models" / "model.json").read_text())

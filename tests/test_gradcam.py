@@ -12,24 +12,16 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 
 from cifar_resnet.errors import UserError
 from cifar_resnet.figures import prediction_titles
-from cifar_resnet.gradcam import (
-    CAM_METHODS,
-    compute_cams,
-    feature_map_size,
-    chance_level,
+from cifar_resnet.gradcam import CAM_METHODS, compute_cams, feature_map_size, resolve_layer, resolve_target_layer
+from cifar_resnet.gradcam_figures import (
+    cam_figure,
     grid_positions,
-    localisation_score,
-    measure_localisation,
     overlay,
     overlay_filename,
-    peak_in_box,
-    peak_locations,
-    cam_figure,
     plot_cam_grid,
-    resolve_layer,
-    resolve_target_layer,
     save_cam_images,
 )
+from cifar_resnet.localisation import chance_level, localisation_score, measure_localisation, peak_in_box, peak_locations
 from cifar_resnet.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest

@@ -1,4 +1,8 @@
-"""The gradcam stage end to end, as DVC runs it: a tiny model and a tiny shapes test set."""
+"""The gradcam stage on a tiny model and a tiny shapes test set.
+
+Its logic runs in-process (pipeline.gradcam.run, as the stage script calls it); the
+script itself runs in a subprocess where its exit status and stderr are the point.
+"""
 
 import json
 
@@ -6,14 +10,19 @@ import pytest
 import torch
 import yaml
 
+from cifar_resnet.config import load_params
 from cifar_resnet.data import ImageSet, generate_shapes, load_imageset, save_imageset
-from cifar_resnet.gradcam import grid_positions, measure_localisation
+from cifar_resnet.gradcam_figures import grid_positions
+from cifar_resnet.localisation import measure_localisation
 from cifar_resnet.models import build_model, load_model, save_model
 from cifar_resnet.inference import make_eval_tensors
+from cifar_resnet.pipeline import gradcam
 
 GRADCAM = {"images": 4, "score_images": 12, "method": "gradcam", "target_layer": "layer4"}
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "plots/gradcam",
         "--metrics", "metrics/gradcam.json"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread: see conftest
 
 
 @pytest.fixture
@@ -37,6 +46,13 @@ def write_gradcam_params(folder, **overrides):
     (folder / "params.yaml").write_text(yaml.safe_dump({"gradcam": {**GRADCAM, **overrides}}))
 
 
+def run_gradcam(folder) -> None:
+    """The stage's work in this process, on `folder`'s params.yaml and files (ARGS' paths)."""
+    paths = gradcam.GradcamPaths(folder / "prepared", folder / "m.pt", folder / "m.json", folder / "plots" / "gradcam",
+                                 folder / "metrics" / "gradcam.json")
+    gradcam.run(load_params(folder / "params.yaml").gradcam, paths)
+
+
 def expected_localisation(folder) -> dict:
     """The score computed in-process by the library on the same model and images."""
     model, config = load_model(folder / "m.pt", folder / "m.json")
@@ -45,9 +61,8 @@ def expected_localisation(folder) -> dict:
     return measure_localisation(model, inputs, labels.tolist(), test.boxes, GRADCAM["target_layer"], GRADCAM["method"])
 
 
-def test_grid_overlays_and_localisation_score_on_shapes(workdir, run_stage):
-    result = run_stage("gradcam", *ARGS)
-    assert result.returncode == 0, result.stderr
+def test_grid_overlays_and_localisation_score_on_shapes(workdir, capsys):
+    run_gradcam(workdir)
     out = workdir / "plots" / "gradcam"
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "images"]
     classes = json.loads((workdir / "m.json").read_text())["classes"]
@@ -65,38 +80,34 @@ def test_grid_overlays_and_localisation_score_on_shapes(workdir, run_stage):
     assert metrics == {"localisation": expected_localisation(workdir)}
     assert 0.0 <= metrics["localisation"]["score"] <= 1.0
     assert metrics["localisation"]["images"] == GRADCAM["score_images"]
-    assert f"on {GRADCAM['score_images']} test images" in result.stdout
+    assert f"on {GRADCAM['score_images']} test images" in capsys.readouterr().out
     # Nothing but the declared outputs: no temporary folders or files beside them.
     assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["gradcam"]
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["gradcam.json"]
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
-def test_without_boxes_the_metrics_say_null(workdir, run_stage):
+def test_without_boxes_the_metrics_say_null(workdir, capsys):
     test = load_imageset(workdir / "prepared" / "test.npz")
     save_imageset(workdir / "prepared" / "test.npz", ImageSet(test.images, test.labels, boxes=None))
-    result = run_stage("gradcam", *ARGS)
-    assert result.returncode == 0, result.stderr
+    run_gradcam(workdir)
     assert json.loads((workdir / "metrics" / "gradcam.json").read_text()) == {"localisation": None}
-    assert "no object boxes" in result.stdout
+    assert "no object boxes" in capsys.readouterr().out
     assert len(list((workdir / "plots" / "gradcam" / "images").iterdir())) == GRADCAM["images"]
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 @pytest.mark.parametrize("stem, layer, size", [("cifar", "layer4", "4x4"), ("imagenet", "layer3", "2x2")])
-def test_auto_picks_the_deepest_layer_with_a_map_for_the_models_stem(workdir, run_stage, stem, layer, size):
+def test_auto_picks_the_deepest_layer_with_a_map_for_the_models_stem(workdir, capsys, stem, layer, size):
     config = json.loads((workdir / "m.json").read_text()) | {"stem": stem}
     torch.manual_seed(0)
     model = build_model("resnet18", config["num_classes"], width=8, blocks=[1, 1, 1, 1], stem=stem)
     save_model(workdir / "m.pt", workdir / "m.json", model, config)
     write_gradcam_params(workdir, target_layer="auto", score_images=4)
-    result = run_stage("gradcam", *ARGS)
-    assert result.returncode == 0, result.stderr
-    assert f"gradcam on {layer} ({size} map)" in result.stdout
+    run_gradcam(workdir)
+    assert f"gradcam on {layer} ({size} map)" in capsys.readouterr().out
     assert json.loads((workdir / "metrics" / "gradcam.json").read_text())["localisation"]["layer"] == layer
 
 
-@pytest.mark.slow  # another subprocess run of a script the quick loop already runs
+@pytest.mark.slow  # another subprocess run of a stage script; the quick loop runs test_stages' ones
 def test_an_unknown_target_layer_fails_cleanly_before_any_output(workdir, run_stage):
     # Layers without a spatial map (fc, avgpool) fail the same way: see test_gradcam.py.
     write_gradcam_params(workdir, target_layer="layer9")

@@ -5,7 +5,7 @@ looks the artifact's version up in GTO's Git tags (`cifar-resnet@v1.0.0`, annota
 `gto register` writes them) and fails with "Unable to find artifact" until one exists. From a
 local repository path it then reads the model from that repository's own DVC cache: no
 remote, no Studio, no network. The repository here holds this project's `artifacts:` entry
-verbatim and a stand-in model tracked by DVC (the real pipeline's run is in README, "Model
+verbatim and a stand-in model tracked by DVC (the real pipeline's run is in docs/models.md, "Model
 registry").
 """
 

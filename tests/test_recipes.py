@@ -67,6 +67,21 @@ def test_a_recipe_name_that_is_a_path_is_refused_listing_the_recipes(name):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("item", ["train.epochs", "=2"])
+def test_an_override_without_key_and_value_is_one_line(item):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), "cpu", "-S", item, "--dry-run"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: -S {item!r}: an override is key=value, e.g. -S train.epochs=2\n"
+
+
+def test_no_dvc_on_the_path_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), "cpu"], capture_output=True,
+                            text=True, timeout=60, env={"PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr == "error: the dvc CLI is not on PATH (pip install -e . installs it)\n"
+
+
 def dry_run(*args: str) -> str:
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe.py"), *args, "--dry-run"],
                             capture_output=True, text=True, check=True)

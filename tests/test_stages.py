@@ -1,4 +1,8 @@
-"""Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output."""
+"""Stage scripts on user mistakes: one line on stderr, non-zero exit, no traceback, no output.
+
+Also: the scripts stay thin (arguments, params, one pipeline call), and download and split,
+run in-process, write just their outputs.
+"""
 
 import os
 import subprocess
@@ -7,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from cifar_resnet.config import load_params
+from cifar_resnet.pipeline import download, split
 from conftest import REPO, write_params
+
+# A stage script parses its arguments, loads params.yaml and calls pipeline.<stage>.run;
+# anything longer holds logic that belongs in the library, where tests can call it.
+MAX_STAGE_SCRIPT_LINES = 40
 
 
 def assert_clean_failure(result, expected):
@@ -49,14 +59,19 @@ def test_missing_data_source_is_a_clear_error(tmp_path, run_stage):
     assert not (tmp_path / "raw").exists()
 
 
-def test_download_then_split_on_shapes(tmp_path, run_stage):
+def download_and_split(folder: Path, raw: str = "raw", prepared: str = "prepared") -> None:
+    """The download and split stages' work in this process, on `folder`'s params.yaml."""
+    params = load_params(folder / "params.yaml")
+    download.run(params.data, download.DownloadPaths(folder / raw))
+    split.run(params, split.SplitPaths(folder / raw, folder / prepared))
+
+
+def test_download_then_split_on_shapes(tmp_path, capsys):
     write_params(tmp_path, {"data.dataset": "shapes", "data.synthetic": {"train_size": 200, "test_size": 50, "seed": 3},
                             "data.max_test": 20, "data.val_fraction": 0.2})
-    assert run_stage("download", "--out", "data/raw").returncode == 0
+    download_and_split(tmp_path, "data/raw", "data/prepared")
     assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["classes.json", "test.npz", "train.npz"]
-    result = run_stage("split", "--raw", "data/raw", "--out", "data/prepared")
-    assert result.returncode == 0, result.stderr
-    assert "train: 160, val: 40, test: 20" in result.stdout
+    assert "train: 160, val: 40, test: 20" in capsys.readouterr().out
     # Nothing but the declared outputs: no temporary folders beside them.
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared", "raw"]
 
@@ -64,8 +79,7 @@ def test_download_then_split_on_shapes(tmp_path, run_stage):
 def test_batch_larger_than_the_training_set_is_rejected(tmp_path, run_stage):
     write_params(tmp_path, {"data.dataset": "shapes", "data.synthetic": {"train_size": 100, "test_size": 20, "seed": 0},
                             "train.batch_size": 512})
-    assert run_stage("download", "--out", "raw").returncode == 0
-    assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
+    download_and_split(tmp_path)
     result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt",
                        "--summary", "s.json", "--checkpoints", "ck", "--resume", "resume", "--live", "live")
     assert_clean_failure(result, "train.batch_size = 512 is larger than the 90 training images")
@@ -133,8 +147,7 @@ def test_final_model_is_the_chosen_checkpoint(final_model, tmp_path, run_stage):
                             "data.val_fraction": 0.25, "model.width": 4, "model.blocks": [1, 1, 1, 1],
                             "train.epochs": 3, "train.batch_size": 30, "train.num_workers": 0, "train.device": "cpu",
                             "train.final_model": final_model})
-    assert run_stage("download", "--out", "raw").returncode == 0
-    assert run_stage("split", "--raw", "raw", "--out", "prepared").returncode == 0
+    download_and_split(tmp_path)
     result = run_stage("train", "--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt",
                        "--summary", "s.json", "--checkpoints", "ck", "--resume", "resume", "--live", "live")
     assert result.returncode == 0, result.stderr
@@ -163,3 +176,9 @@ def test_a_stage_runs_under_pdb_in_the_process_that_started_it(tmp_path):
                           input="continue\nquit\n", capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert "usage: download.py" in done.stdout
     assert "The program exited via sys.exit()" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "stages").glob("*.py") if p.name != "_local_src.py"))
+def test_each_stage_script_is_at_most_40_lines(script):
+    lines = (REPO / "stages" / script).read_text().splitlines()
+    assert len(lines) <= MAX_STAGE_SCRIPT_LINES, f"stages/{script} has {len(lines)} lines: move its work to pipeline/"

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import names
 from .errors import UserError, first_line
 
 
@@ -43,10 +44,10 @@ MAX_SEED = 2**32 - 1
 MAX_SYNTHETIC = 1_000_000
 
 
-# The Literal name lists below (dataset, arch, stem, border_mode, optimizer, scheduler,
-# precision, CAM method, ...) are the library's registries, spelt out: importing those here
+# The closed name lists (dataset, arch, stem, border_mode, optimizer, scheduler, CAM method)
+# come from names.py, which the registries are keyed by; importing the registries themselves
 # would make every stage, download included, depend on model and training code.
-# tests/test_name_lists.py holds each list equal to its registry.
+# tests/test_name_lists.py holds each registry, and the other Literals here, to the library.
 
 
 class SyntheticParams(_Section):
@@ -62,7 +63,7 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    dataset: Literal["cifar10", "cifar100", "shapes", "digits", "folder"] = "cifar10"
+    dataset: Literal[names.DATASETS] = "cifar10"
     source: Optional[str] = None
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     max_train: Optional[Int] = Field(None, ge=2)
@@ -78,15 +79,10 @@ class DataParams(_Section):
         return self
 
 
-# The networks with one fixed three-stage layout for 32x32 images (models/resnet9.py,
-# models/airbench.py): no ImageNet stem, no blocks, no torchvision weights, no layer4.
-FIXED_LAYOUT_ARCHS = ("resnet9", "airbench")
-
-
 class ModelParams(_Section):
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet9", "airbench"] = "resnet34"
+    arch: Literal[names.ARCHITECTURES] = "resnet34"
     width: Int = Field(64, ge=1, le=1024)
-    stem: Literal["cifar", "imagenet"] = "cifar"
+    stem: Literal[names.STEMS] = "cifar"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     # Per-stage block counts overriding the arch's layout, e.g. [5, 5, 5, 5] (seed 001).
     blocks: Optional[Annotated[list[Annotated[Int, Field(ge=1, le=64)]], Field(min_length=4, max_length=4)]] = None
@@ -103,7 +99,7 @@ class ModelParams(_Section):
     def _fixed_layouts_are_fixed(self) -> "ModelParams":
         # ResNet-9 and airbench have one layout each, made for 32x32 images, and torchvision
         # has no weights for them.
-        if self.arch in FIXED_LAYOUT_ARCHS:
+        if self.arch in names.FIXED_LAYOUT_ARCHS:
             if self.stem != "cifar":
                 raise ValueError(f"{self.arch} takes only stem cifar (its own input layer)")
             if self.blocks is not None:
@@ -149,7 +145,7 @@ class MixParams(_Section):
 
 class AugmentParams(_Section):
     crop_padding: Int = Field(4, ge=0, le=16)
-    border_mode: Literal["reflect", "constant", "replicate"] = "reflect"
+    border_mode: Literal[names.BORDER_MODES] = "reflect"
     # true: each image flipped with probability 1/2 every epoch. "alternate" (Jordan's
     # airbench): a random half in epoch 1, then each image the other way round than the epoch
     # before, so every two epochs show every image both ways.
@@ -177,7 +173,7 @@ class TrainParams(_Section):
     # the batches of a tenth (airbench94's length); the schedule spans exactly the steps trained.
     epochs: Annotated[Union[int, float], BeforeValidator(_not_a_bool)] = Field(30, gt=0, le=100_000)
     batch_size: Int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Literal[names.OPTIMIZERS] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
     max_lr: float = Field(0.1, gt=0.0, le=10.0)
@@ -187,7 +183,7 @@ class TrainParams(_Section):
     # LR multiplier of BatchNorm parameters, their weight decay divided by it (airbench: 64).
     norm_lr_scale: float = Field(1.0, gt=0.0, le=1024.0)
     l1: float = Field(0.0, ge=0.0)
-    scheduler: Literal["onecycle", "linear", "step", "plateau", "cosine", "none"] = "onecycle"
+    scheduler: Literal[names.SCHEDULERS] = "onecycle"
     div_factor: float = Field(25.0, ge=1.0)
     final_div_factor: float = Field(1.0e4, ge=1.0)
     pct_start: float = Field(0.3, gt=0.0, lt=1.0)
@@ -278,10 +274,10 @@ class ExportParams(_Section):
 class GradcamParams(_Section):
     images: Int = Field(6, ge=1, le=64)  # grid images (one per class first), also written one overlay per image
     score_images: Int = Field(200, ge=0)  # test images for the localisation score (datasets with boxes)
-    method: Literal["gradcam", "gradcam++", "scorecam", "eigencam"] = "gradcam"
-    # auto: the last stage with a spatial map at 32x32, layer4 with the CIFAR stem, layer3
-    # with the ImageNet stem (which downsamples 32x, leaving layer4 at 1x1) and in resnet9
-    # and airbench (which have three stages).
+    method: Literal[names.CAM_METHODS] = "gradcam"
+    # auto: the last stage with a spatial map at 32x32, as each network states it
+    # (default_cam_layer): layer4 with the CIFAR stem, layer3 with the ImageNet stem (which
+    # downsamples 32x, leaving layer4 at 1x1) and in resnet9 and airbench (three stages).
     target_layer: str = "auto"
 
 
@@ -300,7 +296,7 @@ class Params(_Section):
         if self.train.freeze_whitening_bias_after is not None and self.model.arch != "airbench":
             raise ValueError(f"train.freeze_whitening_bias_after: {self.model.arch} has no whitening layer (airbench has)")
         layer = self.gradcam.target_layer
-        if self.model.arch in FIXED_LAYOUT_ARCHS and (layer == "layer4" or layer.startswith("layer4.")):
+        if self.model.arch in names.FIXED_LAYOUT_ARCHS and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(f"gradcam.target_layer {layer}: {self.model.arch} has three stages; use auto or layer3")
         if self.model.stem == "imagenet" and (layer == "layer4" or layer.startswith("layer4.")):
             raise ValueError(

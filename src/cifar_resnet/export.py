@@ -1,8 +1,7 @@
-"""Deployment exports (TorchScript, torch.export, ONNX), parity with eager, and CPU latency tables.
+"""Deployment exports (TorchScript, torch.export, ONNX) and their parity with eager.
 
 Every format is written to a file and checked in a fresh load from that file, so what is
-checked is what ships. The latency table times eager and each export at several batch
-sizes; rows that cannot run on this machine stay in the table as skipped, with a reason.
+checked is what ships (their CPU latency is timed in cifar_resnet.latency).
 
 The files hold no path of the checkout that wrote them: torch records where the model's code
 lives (absolute source paths, in debug information only), and that is left out of every
@@ -14,14 +13,10 @@ from __future__ import annotations
 
 import copy
 import io
-import platform
-import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -43,19 +38,10 @@ EXPORT_FILES = {
     "exported": "program.pt2",  # torch.export program: torch.export.load(path).module()
     "onnxruntime": "model.onnx",  # ONNX (input "images", output "logits"), run with onnxruntime
 }
-# The rows of the latency table, in order.
-LATENCY_ROWS = ("eager", *EXPORT_FILES, "eager_channels_last", "eager_bf16")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 # The ONNX exporter's node metadata key for the torch.export stack trace (absolute source paths).
 ONNX_STACK_TRACE = "pkg.torch.onnx.stack_trace"
 IMAGE_SIZE = 32  # the exported models take 32x32 RGB images
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A latency row that was not timed, and why (kept in the table rather than dropped)."""
-
-    reason: str
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,7 +57,7 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _cpu_eval_copy(model: nn.Module) -> nn.Module:
+def cpu_eval_copy(model: nn.Module) -> nn.Module:
     """An eval-mode CPU copy, so exporting never moves or re-modes the caller's model."""
     return copy.deepcopy(model).cpu().eval()
 
@@ -91,13 +77,13 @@ def _require_file(path: Path, what: str) -> None:
 def trace_model(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """Trace `model` (eval mode, CPU) on `example`."""
     with _quiet_jit(), torch.no_grad():
-        return torch.jit.trace(_cpu_eval_copy(model), example.detach().cpu())
+        return torch.jit.trace(cpu_eval_copy(model), example.detach().cpu())
 
 
 def script_model(model: nn.Module) -> torch.jit.ScriptModule:
     """Compile `model` (eval mode, CPU) with torch.jit.script."""
     with _quiet_jit():
-        return torch.jit.script(_cpu_eval_copy(model))
+        return torch.jit.script(cpu_eval_copy(model))
 
 
 def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> None:
@@ -151,7 +137,7 @@ def export_program(model: nn.Module, sample: torch.Tensor) -> torch.export.Expor
     """torch.export the eval-mode CPU model with a dynamic batch dimension (any batch size runs)."""
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        return torch.export.export(_cpu_eval_copy(model), (_export_example(sample),), dynamic_shapes=({0: batch},))
+        return torch.export.export(cpu_eval_copy(model), (_export_example(sample),), dynamic_shapes=({0: batch},))
 
 
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> None:
@@ -198,7 +184,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path) -> Non
 
     with atomic_path(path) as tmp:
         torch.onnx.export(
-            _cpu_eval_copy(model),
+            cpu_eval_copy(model),
             (_export_example(sample),),
             str(tmp),
             dynamo=True,
@@ -317,178 +303,6 @@ def check_exports(reference: Forward, exports: dict[str, Forward], inputs: torch
         parity[name] = max_abs_diff(reference, candidate, inputs)
         check_parity(name, parity[name], atol)
     return parity
-
-
-# ---------------------------------------------------------------------------------------
-# Latency
-# ---------------------------------------------------------------------------------------
-
-
-def _sync(example: torch.Tensor) -> None:
-    """Wait for queued GPU work, otherwise the timer only sees the kernel launch."""
-    if example.is_cuda:
-        torch.cuda.synchronize(example.device)
-
-
-def measure_latency(fn: Forward, example: torch.Tensor, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
-    """Time `fn(example)` per batch: mean/p50/p95 in ms and images per second (warm-up excluded)."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    timings = []
-    with torch.inference_mode():
-        # Warm-up absorbs one-off costs: TorchScript's profiling runs, allocator growth, cuDNN autotuning.
-        for _ in range(warmup):
-            fn(example)
-        _sync(example)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(example)
-            _sync(example)
-            timings.append(time.perf_counter() - start)
-    ms = np.asarray(timings) * 1000.0
-    mean_ms = float(ms.mean())
-    return {
-        "mean_ms": mean_ms,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "images_per_s": float(len(example) * 1000.0 / mean_ms) if mean_ms > 0 else float("inf"),
-    }
-
-
-def cpu_capabilities() -> dict[str, Any]:
-    """torch's view of the CPU's instruction sets (empty on torch builds without torch.cpu.get_capabilities)."""
-    get = getattr(torch.cpu, "get_capabilities", None)
-    return dict(get()) if get is not None else {}
-
-
-def bf16_skip_reason() -> Optional[str]:
-    """Why eager bf16 autocast is not worth timing here, or None when the CPU runs bf16 natively.
-
-    Without AVX512-BF16 or AMX-BF16, oneDNN emulates bf16 and it is slower than float32,
-    so a row would only measure the emulation.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return "this torch build has no oneDNN (mkldnn), which CPU bf16 kernels need"
-    capabilities = cpu_capabilities()
-    if not capabilities:
-        return "this torch version cannot report CPU capabilities (torch.cpu.get_capabilities)"
-    if not (capabilities.get("avx512_bf16") or capabilities.get("amx_bf16")):
-        cpu = capabilities.get("cpu_name") or platform.processor() or platform.machine()
-        return f"CPU ({cpu}) has no native bf16 (AVX512-BF16 or AMX-BF16): autocast would time an emulation"
-    return None
-
-
-def _channels_last(model: nn.Module) -> Forward:
-    """Eager in channels_last (NHWC) memory format; the input conversion is timed too, as a caller pays it."""
-    nhwc = _cpu_eval_copy(model).to(memory_format=torch.channels_last)
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        return nhwc(images.contiguous(memory_format=torch.channels_last))
-
-    return forward
-
-
-def _bf16_autocast(model: nn.Module) -> Forward:
-    """Eager under CPU bf16 autocast (convolutions and matmuls in bf16, reductions in float32)."""
-    eager = _cpu_eval_copy(model)
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return eager(images)
-
-    return forward
-
-
-def latency_models(model: nn.Module, exports: dict[str, Forward], bf16_skip: Optional[str]) -> dict[str, Union[Forward, Skipped]]:
-    """Every latency row in LATENCY_ROWS order: eager, each export, channels_last, bf16 autocast.
-
-    `bf16_skip` is bf16_skip_reason() in the stage; a row not exported is Skipped, never dropped.
-    """
-    eager = _cpu_eval_copy(model)
-    rows: dict[str, Union[Forward, Skipped]] = {"eager": eager}
-    for name in EXPORT_FILES:
-        rows[name] = exports[name] if name in exports else Skipped("not exported (ONNX export switched off)")
-    rows["eager_channels_last"] = _channels_last(model)
-    rows["eager_bf16"] = Skipped(bf16_skip) if bf16_skip else _bf16_autocast(model)
-    return rows
-
-
-def batch_of(images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`batch_size` images, cycling through `images` when there are fewer."""
-    return images[torch.arange(batch_size) % len(images)].contiguous()
-
-
-def latency_rows(
-    models: dict[str, Union[Forward, Skipped]],
-    images: torch.Tensor,
-    batch_sizes: Sequence[int],
-    warmup: int,
-    repeats: int,
-) -> list[dict[str, Any]]:
-    """One row per (model, batch size): measure_latency's figures plus ms_per_image, or the skip reason."""
-    rows = []
-    for name, fn in models.items():
-        for batch_size in batch_sizes:
-            row: dict[str, Any] = {"model": name, "batch": batch_size}
-            if isinstance(fn, Skipped):
-                row["skipped"] = fn.reason
-            else:
-                row.update(measure_latency(fn, batch_of(images, batch_size), warmup, repeats))
-                row["ms_per_image"] = row["mean_ms"] / batch_size
-            rows.append(row)
-    return rows
-
-
-def _version(package: str) -> Optional[str]:
-    """The installed version of `package`, or None."""
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def environment_info() -> dict[str, Any]:
-    """What the latency figures depend on: device, threads, library versions, processor."""
-    capabilities = cpu_capabilities()
-    return {
-        "device": "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "onnxruntime": _version("onnxruntime"),
-        "onnx": _version("onnx"),
-        "python": platform.python_version(),
-        "processor": capabilities.get("cpu_name") or platform.processor() or platform.machine(),
-        "machine": platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD level torch's kernels use
-    }
-
-
-def latency_markdown(rows: list[dict[str, Any]], environment: Optional[dict[str, Any]] = None) -> str:
-    """latency_rows as a Markdown table; skipped rows say so, with their reasons listed below."""
-    lines = []
-    if environment:
-        lines += [
-            f"CPU latency: {environment['processor']}, {environment['threads']} threads, torch {environment['torch']}, "
-            f"onnxruntime {environment['onnxruntime']}.",
-            "",
-        ]
-    lines += [
-        "| model | batch | mean ms | p50 ms | p95 ms | ms/image | images/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    reasons = {}
-    for row in rows:
-        if "skipped" in row:
-            reasons[row["model"]] = row["skipped"]
-            lines.append(f"| {row['model']} | {row['batch']} | skipped | | | | |")
-        else:
-            lines.append(
-                f"| {row['model']} | {row['batch']} | {row['mean_ms']:.3f} | {row['p50_ms']:.3f} | {row['p95_ms']:.3f} "
-                f"| {row['ms_per_image']:.3f} | {row['images_per_s']:.1f} |"
-            )
-    if reasons:
-        lines += ["", *(f"- {name} skipped: {reason}" for name, reason in reasons.items())]
-    return "\n".join(lines) + "\n"
 
 
 def parity_metrics(parity: dict[str, float]) -> dict[str, float]:

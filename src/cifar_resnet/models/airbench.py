@@ -93,6 +93,11 @@ def whitening_filters(images: torch.Tensor, kernel: int = WHITENING_KERNEL, eps:
 class AirbenchNet(FreezableNetwork):
     """The patch-whitened network for 32x32 images (see the module doc)."""
 
+    @staticmethod
+    def default_cam_layer(stem: str) -> str:
+        """The deepest stage with a spatial map at 32x32: layer3 (3x3), the last of three (the only stem is cifar)."""
+        return "layer3"
+
     def __init__(self, num_classes: int, width: int = 64, dropout: float = 0.0, block_dropout: float = 0.0) -> None:
         super().__init__()
         whitened = 2 * 3 * WHITENING_KERNEL**2

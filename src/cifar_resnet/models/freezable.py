@@ -22,3 +22,9 @@ class FreezableNetwork(nn.Module):
         for name in self.frozen_modules:
             getattr(self, name).eval()
         return self
+
+    @staticmethod
+    def default_cam_layer(stem: str) -> str:
+        """The layer a class-activation map uses unless told otherwise (gradcam.target_layer auto):
+        each network states its own, for the stem it was built with."""
+        raise NotImplementedError

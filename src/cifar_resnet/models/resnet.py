@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import names
 from ..errors import UserError
 from .airbench import AirbenchNet
 from .freezable import FreezableNetwork
 from .resnet9 import ResNet9
 
-STEMS = ("cifar", "imagenet")
+STEMS = names.STEMS
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -162,6 +163,12 @@ class ResNet(FreezableNetwork):
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(self.dropout(x))
 
+    @staticmethod
+    def default_cam_layer(stem: str) -> str:
+        """The deepest stage with a spatial map at 32x32: layer4 (4x4) with the CIFAR stem; the
+        ImageNet stem downsamples 32x, leaving layer4 at 1x1 and layer3 (2x2) the deepest usable."""
+        return "layer3" if stem == "imagenet" else "layer4"
+
 
 def _check_args(
     layers: Optional[Sequence[int]], num_classes: int, width: int, stem: str, dropout: float, block_dropout: float
@@ -181,7 +188,8 @@ def _check_args(
         raise UserError(f"block_dropout must be in [0, 1), got {block_dropout}")
 
 
-# The four-stage ResNets (torchvision's layouts) ...
+# Keyed by names.STAGED_LAYOUT_ARCHS and names.FIXED_LAYOUT_ARCHS, in their order
+# (tests/test_name_lists.py holds them equal). The four-stage ResNets (torchvision's layouts) ...
 STAGED_LAYOUTS: dict[str, tuple[Block, list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
@@ -195,6 +203,18 @@ ARCHITECTURES: tuple[str, ...] = (*STAGED_LAYOUTS, *FIXED_LAYOUTS)
 
 # What build_model returns: the classes share their top-level module names where they can.
 Network = Union[ResNet, ResNet9, AirbenchNet]
+
+
+def network_class(arch: str) -> type[FreezableNetwork]:
+    """The class build_model makes `arch` with."""
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown architecture {arch!r} (valid: {', '.join(list_models())})")
+    return FIXED_LAYOUTS.get(arch, ResNet)
+
+
+def default_cam_layer(arch: str, stem: str = "cifar") -> str:
+    """The layer a class-activation map of `arch` with `stem` uses by default, as the network states it."""
+    return network_class(arch).default_cam_layer(stem)
 
 
 def list_models() -> list[str]:

@@ -62,6 +62,11 @@ def stage(in_planes: int, planes: int, residual: bool, block_dropout: float) -> 
 class ResNet9(FreezableNetwork):
     """ResNet-9 for 32x32 images."""
 
+    @staticmethod
+    def default_cam_layer(stem: str) -> str:
+        """The deepest stage with a spatial map at 32x32: layer3 (4x4), the last of three (the only stem is cifar)."""
+        return "layer3"
+
     def __init__(self, num_classes: int, width: int = 64, dropout: float = 0.0, block_dropout: float = 0.0) -> None:
         super().__init__()
         # The prep convolution keeps ResNet's stem names (conv1, bn1, relu).

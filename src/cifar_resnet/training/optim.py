@@ -58,6 +58,28 @@ def kernel_flags(kernels: str, device: torch.device) -> dict[str, bool]:
     return {"fused": kernels == "fused", "foreach": kernels == "foreach"}
 
 
+def _sgd(groups: list[dict], lr: float, momentum: float, nesterov: bool, flags: dict[str, bool]) -> torch.optim.Optimizer:
+    # Nesterov needs momentum: without it torch refuses, and there is nothing to look ahead with.
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **flags)
+
+
+def _adam(groups: list[dict], lr: float, momentum: float, nesterov: bool, flags: dict[str, bool]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr, **flags)  # its betas are its momentum: train.momentum is SGD's
+
+
+def _adamw(groups: list[dict], lr: float, momentum: float, nesterov: bool, flags: dict[str, bool]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, **flags)
+
+
+# train.optimizer's names (names.OPTIMIZERS; tests/test_name_lists.py holds the two equal) and
+# what builds each from (groups, lr, momentum, nesterov, kernel flags).
+OPTIMIZERS: dict[str, Callable[[list[dict], float, float, bool, dict[str, bool]], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "adam": _adam,
+    "adamw": _adamw,
+}
+
+
 def build_optimizer(
     groups: Iterable[dict], name: str, lr: float, momentum: float = 0.9, nesterov: bool = True,
     kernels: str = "auto", device: Optional[torch.device] = None,
@@ -69,10 +91,6 @@ def build_optimizer(
     if device is None:
         device = next((p.device for g in groups for p in g["params"]), torch.device("cpu"))
     flags = kernel_flags(kernels, device)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, **flags)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, **flags)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, **flags)
-    raise ValueError(f"unknown optimizer {name!r}")
+    if name not in OPTIMIZERS:  # validated params cannot get here; a direct call can
+        raise ValueError(f"unknown optimizer {name!r}")
+    return OPTIMIZERS[name](groups, lr, momentum, nesterov, flags)

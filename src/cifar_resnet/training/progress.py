@@ -6,6 +6,7 @@ import math
 import time
 
 from .loop import EpochResult
+from .schedule import epoch_count
 
 
 def _duration(seconds: float) -> str:
@@ -19,10 +20,11 @@ class EpochPrinter:
 
     Epoch 0 is the untrained model, measured on the validation split only. The time left
     is estimated from the epochs this process trained (not those restored on resume).
+    A fractional train.epochs counts its partial last epoch: 9.9 prints `epoch 10/10`, never 10/9.9.
     """
 
-    def __init__(self, epochs: int, first_trained: int) -> None:
-        self.epochs, self.first_trained, self.started = epochs, first_trained, time.perf_counter()
+    def __init__(self, epochs: float, first_trained: int) -> None:
+        self.epochs, self.first_trained, self.started = epoch_count(epochs), first_trained, time.perf_counter()
 
     def line(self, result: EpochResult) -> str:
         val = f"val loss {result.val_loss:.4f} acc {result.val_acc:.4f}" if not math.isnan(result.val_acc) else "no val split"
