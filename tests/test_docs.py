@@ -116,6 +116,8 @@ def test_the_readme_install_and_test_commands_are_what_ci_runs():
     block = readme_install_block()
     # Only the virtual environment's creation comes before CI's two commands.
     assert block[-len(ci):] == ci and all(line.startswith("python -m venv ") for line in block[:-len(ci)]), block
+    # The workflow's test job: PyTorch's CPU build first (no CUDA libraries on a runner), then
+    # exactly those two commands (tests/test_ci_report.py checks its Pythons and the report job).
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
-    steps = [step["run"].strip() for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
-    assert steps == ci
+    steps = [step["run"].strip() for step in workflow["jobs"]["test"]["steps"] if "run" in step]
+    assert steps == ["pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu", *ci]
