@@ -24,7 +24,7 @@ def main() -> None:
     paths = train.TrainPaths(args.data, args.model, args.config, args.baseline, args.summary, args.checkpoints,
                              args.resume, args.live)
     # torchrun reruns this script once per device; the resume key holds its import closure.
-    train.run(load_params(), paths, Path(__file__), _local_src.SRC)
+    train.run(load_params(), paths, Path(__file__), _local_src.SRC, params_file=Path("params.yaml"))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ class TrainPaths:
     live: Path  # dvclive folder
 
 
-def run(params: Params, paths: TrainPaths, script: Path, src: Path) -> None:
+def run(params: Params, paths: TrainPaths, script: Path, src: Path, params_file: Path) -> None:
     """Train as the stage `script` (this tree's `src`) would: relaunched under torchrun for train.nproc > 1.
 
     `script` is what torchrun starts once per device, and with `src` it names the code the
-    resume key holds.
+    resume key holds. `params_file` is the file `params` came from: it is read again before
+    the outputs are written, so a run it no longer describes is not published.
     """
     classes = load_classes(paths.data / "classes.json")
     data_files = [paths.data / name for name in ("train.npz", "val.npz", "classes.json")]
@@ -52,6 +53,5 @@ def run(params: Params, paths: TrainPaths, script: Path, src: Path) -> None:
     outputs = TrainOutputs(paths.model, paths.config, paths.baseline, paths.summary, paths.checkpoints, paths.live,
                            paths.resume)
     # The resume key holds the script's import closure: a checkpoint of other code is never resumed.
-    # params.yaml is read again before the outputs are written: a run it no longer describes is not published.
-    sources = RunSources(import_closure(script, src), data_files, src.parent, Path("params.yaml"))
+    sources = RunSources(import_closure(script, src), data_files, src.parent, params_file)
     train_resumably(params, classes, train_set, val_set, outputs, sources)
