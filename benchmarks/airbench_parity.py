@@ -7,10 +7,10 @@
 For each seed it trains `benchmarks/reference_airbench.py` (Jordan's airbench94, written
 from the paper) and then the recipe (`recipes/<--recipe>.yaml` over params.yaml, with
 `seed` set to the seed and --set overrides on top) through the train stage's own code:
-`start_run`'s steps (seed, model, whitening), `assemble_run` and `fit`, with its
-checkpoints written every epoch as the stage writes them. Both train on the same images
-in one process, with the same threads, one after the other, so a drifting machine
-speed hits both alike. Both times run from images in memory to a trained model;
+`build_run` (the run `start_run` builds: seed, model, whitening, assembly) and `fit`
+(which `prepare`s it), with its checkpoints written every epoch as the stage writes
+them. Both train on the same images in one process, with the same threads, one after
+the other, so a drifting machine speed hits both alike. Both times run from images in memory to a trained model;
 scoring is not timed. The recipe is given no validation split here (the stage's 2%
 would cost both accuracy and time that the reference does not pay); the stage's
 per-epoch validation is extra.
@@ -50,9 +50,8 @@ from cifar_resnet.data.arrays import ImageSet  # noqa: E402
 from cifar_resnet.data.folder import load_image_folder  # noqa: E402
 from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
 from cifar_resnet.inference import evaluate_logits, make_eval_tensors  # noqa: E402
-from cifar_resnet.models import prepare_model  # noqa: E402
-from cifar_resnet.training import Precision, fit, seed_everything  # noqa: E402
-from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
+from cifar_resnet.training import Precision, fit  # noqa: E402
+from cifar_resnet.training.run import build_run  # noqa: E402
 
 
 def recipe_params(recipe: str, seed: int, device: str, extra: list[str]) -> Params:
@@ -70,12 +69,10 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def train_recipe(params: Params, train: ImageSet, score: ImageSet) -> dict:
     """The train stage's steps on `train` (no validation split); its accuracies on `score`."""
     started = time.perf_counter()
-    classes = int(train.labels.max()) + 1
-    seed_everything(params.seed)  # start_run's order: seed, build, whiten, assemble
+    classes = [str(label) for label in range(int(train.labels.max()) + 1)]
     device = torch.device(params.train.device)
-    prepared = prepare_model(params.model, classes)
-    fit_data_dependent_layers(prepared.model, train)
-    run = assemble_run(prepared.model, train, train.subset(np.arange(0)), params.train, params.seed, device, classes)
+    # The stage's run (start_run's build_run: seed, model, whitening, assembly); fit prepares it.
+    run = build_run(params, train, train.subset(np.arange(0)), classes, device).run
     with tempfile.TemporaryDirectory() as checkpoints:
         outcome = fit(run, checkpoints)
     seconds = time.perf_counter() - started

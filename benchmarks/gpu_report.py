@@ -6,8 +6,9 @@ latency, data-parallel training, and the CPU recipe against airbench94 on CIFAR-
     python benchmarks/gpu_report.py --out /tmp/r --quick --device cpu          # tiny version of everything, CPU
 
 Writes DIR/report.json and DIR/report.md. Needs no network. Every section runs the
-project's own code (models.prepare_model, the training feeders, optimiser, schedule,
-train_one_epoch and fit, export.py's exports and latency functions); a section that
+project's own code (the train stage's run from training.run.build_run, set up by
+training.loop.prepare, train_one_epoch and fit; export.py's exports and latency
+functions; report.md is written by gpu_report_markdown.py); a section that
 fails records its error and the others still run. Sections that would overrun the time
 budget (--budget, seconds for the whole report) are recorded as skipped, so the report
 always gets written.
@@ -54,18 +55,19 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "benchmarks")]
-import airbench_parity  # noqa: E402 - a sibling script, not a package
+import airbench_parity  # noqa: E402 - sibling scripts, not a package
+from gpu_report_markdown import markdown  # noqa: E402
 
-from cifar_resnet.config import validate_params  # noqa: E402
+from cifar_resnet.config import ModelParams, Params, TrainParams, validate_params  # noqa: E402
 from cifar_resnet.data.arrays import ImageSet  # noqa: E402
-from cifar_resnet.distributed import DistInfo, init_distributed, shutdown, torchrun_command  # noqa: E402
+from cifar_resnet.distributed import DistInfo, shutdown, torchrun_command  # noqa: E402
 from cifar_resnet.evaluation import flip_tta_logits  # noqa: E402
 from cifar_resnet.inference import evaluate_logits  # noqa: E402
 from cifar_resnet.models import count_parameters, prepare_model  # noqa: E402
-from cifar_resnet.training import DeviceFeeder, LoaderFeeder, Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
+from cifar_resnet.training import Precision, channel_stats, fit, seed_everything, train_one_epoch  # noqa: E402
 from cifar_resnet.training.feeding import chunk_batches  # noqa: E402
-from cifar_resnet.training.loop import compiled  # noqa: E402
-from cifar_resnet.training.run import assemble_run, fit_data_dependent_layers  # noqa: E402
+from cifar_resnet.training.loop import prepare  # noqa: E402
+from cifar_resnet.training.run import build_feeder, build_run, join_devices  # noqa: E402
 
 # Seed 001's per-image augmentation and CutMix: the heaviest recipe, so feeding is tested hardest.
 SEED001_AUGMENT = {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
@@ -246,21 +248,19 @@ class StepsOf:
 
 
 class Feeders:
-    """One feeder per (feeding, batch), built on first use: loader workers start once."""
+    """The stage's feeder (run.build_feeder) per (feeding, batch), built on first use and shared by
+    the settings: loader workers start once."""
 
-    def __init__(self, images: ImageSet, cfg, device: torch.device, workers: int) -> None:
-        self.images, self.cfg, self.device, self.workers = images, cfg, device, workers
+    def __init__(self, images: ImageSet, device: torch.device, workers: int) -> None:
+        self.images, self.device, self.workers = images, device, workers
         self.mean, self.std = channel_stats(images.images)
         self.cache: dict[tuple[str, int], Any] = {}
 
     def get(self, feeding: str, batch: int):
         key = (feeding, batch)
         if key not in self.cache:
-            if feeding == "device":
-                self.cache[key] = DeviceFeeder(self.images, self.cfg.augment, self.mean, self.std, batch, 0, self.device)
-            else:
-                self.cache[key] = LoaderFeeder(self.images, self.cfg.augment, self.mean, self.std, batch, 0,
-                                               num_workers=self.workers, pin_memory=self.device.type == "cuda")
+            cfg = train_cfg(batch, "fp32", False, {"data_on_device": feeding == "device", "num_workers": self.workers})
+            self.cache[key] = build_feeder(self.images, cfg, self.mean, self.std, 0, self.device)
         return self.cache[key]
 
 
@@ -268,6 +268,15 @@ def train_cfg(batch: int, precision: str, channels_last: bool, extra: Optional[d
     train = {"epochs": 1, "batch_size": batch, "scheduler": "none", "augment": SEED001_AUGMENT, "precision": precision,
              "channels_last": channels_last, "label_smoothing": 0.1, **(extra or {})}
     return validate_params({"train": train}).train
+
+
+def run_params(model_cfg: ModelParams, cfg: TrainParams) -> Params:
+    """Params of a run of `model_cfg` trained as `cfg` asks, seed 0: what `build_run` takes."""
+    return validate_params({}).model_copy(update={"seed": 0, "model": model_cfg, "train": cfg})
+
+
+def class_names(images: ImageSet) -> list[str]:
+    return [str(label) for label in range(int(images.labels.max()) + 1)]
 
 
 def whole_chunks(steps: int, batch: int, device: torch.device) -> int:
@@ -281,17 +290,12 @@ def whole_chunks(steps: int, batch: int, device: torch.device) -> int:
 def measure_setting(setting: Setting, mode: Mode, feeders: Feeders, device: torch.device) -> dict[str, Any]:
     """Images/s of train_one_epoch over timed_steps steps, after warmup_steps on the same iterator
     (for on-device feeding both rounded up to whole augmentation chunks)."""
-    cfg = train_cfg(setting.batch, setting.precision, setting.channels_last)
-    seed_everything(0)
-    model = prepare_model(model_params(setting.arch, mode.width), 10).model
+    cfg = train_cfg(setting.batch, setting.precision, setting.channels_last, {"compile": setting.compile})
     images = feeders.images
-    # The run the stage would assemble, fed from this grid's shared, timed feeder.
-    run = assemble_run(model, images, images.subset([0]), cfg, 0, device, 10)  # validation is not timed
-    precision = Precision.for_run(cfg, device)
-    if precision.channels_last:
-        run.model = run.model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    trainable = compiled(run.model, setting.compile) if setting.compile else run.model
+    # The stage's run and fit's setup of it, fed from this grid's shared, timed feeder.
+    params = run_params(model_params(setting.arch, mode.width), cfg)
+    run = build_run(params, images, images.subset([0]), [str(c) for c in range(10)], device).run  # validation is not timed
+    trainable, precision, scaler = prepare(run)
     batches = TimedBatches(iter(feeders.get(setting.feeding, setting.batch).epoch(1)))
     warmup_steps, timed_steps = mode.warmup_steps, mode.timed_steps
     if setting.feeding == "device":
@@ -321,7 +325,7 @@ def throughput(settings: list[Setting], mode: Mode, device: torch.device, worker
     needed = max((whole_chunks(mode.warmup_steps, b, device) + whole_chunks(mode.timed_steps, b, device) + 1) * b
                  for b in mode.batches)
     images = random_images(needed)
-    feeders = Feeders(images, train_cfg(mode.batches[0], "fp32", False), device, workers)
+    feeders = Feeders(images, device, workers)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     rows = []
@@ -418,10 +422,7 @@ def ddp(args: argparse.Namespace, device: torch.device, out: Path, clock: Clock)
 def ddp_worker(args: argparse.Namespace) -> None:
     """One torchrun process: fit() two epochs on this rank's shard, as the train stage does with nproc > 1."""
     mode = Mode.pick(args.quick)
-    device = torch.device(args.device)
-    info = init_distributed(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+    device, info = join_devices(args.device)  # as the train stage's start_run
     global_batch = mode.batches[1]
     cfg = train_cfg(global_batch, "bf16" if device.type == "cuda" else "fp32", device.type == "cuda",
                     {"epochs": 2, "nproc": info.world_size, "data_on_device": True})
@@ -435,13 +436,8 @@ def ddp_worker(args: argparse.Namespace) -> None:
 def fit_run(train: ImageSet, test: ImageSet, cfg, model_cfg, device: torch.device,
             info: DistInfo = DistInfo(), deadline: Optional[float] = None) -> dict[str, Any]:
     """fit() with on-device feeding; per-epoch wall times and accuracies. Stops at `deadline` (perf_counter)."""
-    seed_everything(0)
-    classes = int(train.labels.max()) + 1
-    model = prepare_model(model_cfg, classes).model
-    if model_cfg.pretrained is None:
-        fit_data_dependent_layers(model, train)
-    # The test split stands in for validation: the report measures time to a test accuracy.
-    run = assemble_run(model, train, test, cfg, 0, device, classes, info)
+    # The stage's run; the test split stands in for validation: the report measures time to a test accuracy.
+    run = build_run(run_params(model_cfg, cfg), train, test, class_names(train), device, info).run
     run.eval_batch_size = 1024
     feeder = run.feeder
     epochs: list[dict[str, float]] = []
@@ -513,61 +509,6 @@ def recipe_against_reference(args: argparse.Namespace, mode: Mode, device: torch
 # ---------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------
-
-
-def markdown(report: dict[str, Any]) -> str:
-    env = report["environment"]
-    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
-    lines = [f"# GPU report ({'quick, ' if report['quick'] else ''}{report['device']})", "",
-             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, GPUs: {gpus}, "
-             f"driver {env.get('driver')}, {env.get('cpu_count')} CPUs; report took {report['wall_s']} s.", "",
-             "## Training throughput (seed 001 augmentation, CutMix, SGD step)", "",
-             "| arch | width | precision | channels_last | compile | feeding | batch | images/s | step ms | data wait |",
-             "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
-    for row in report["throughput"]:
-        head = (f"| {row['arch']} | {row['width']} | {row['precision']} | {row['channels_last']} | {row['compile']} "
-                f"| {row['feeding']} | {row['batch']} |")
-        if "images_per_s" in row:
-            lines.append(f"{head} {row['images_per_s']:,.1f} | {row['step_ms']} | {row['data_wait_share']:.1%} |")
-        else:
-            lines.append(f"{head} {row.get('skipped') or row.get('error')} | | |")
-    lines += ["", "## Inference latency", ""]
-    lat = report["latency"]
-    if "rows" in lat:
-        lines += [f"{lat['model']}; CPU rows are the export stage's formats.", "",
-                  "| device | model | batch | mean ms | p95 ms | images/s |", "|---|---|---:|---:|---:|---:|"]
-        for row in lat["rows"]:
-            if "skipped" in row:
-                lines.append(f"| {row['device']} | {row['model']} | {row['batch']} | skipped: {row['skipped']} | | |")
-            else:
-                lines.append(f"| {row['device']} | {row['model']} | {row['batch']} | {row['mean_ms']:.3f} "
-                             f"| {row['p95_ms']:.3f} | {row['images_per_s']:,.1f} |")
-    else:
-        lines.append(f"{lat}")
-    lines += ["", "## Data-parallel training (train.nproc)", "", _summary(report["ddp"], "images_per_s_after_first_epoch"),
-              "", "## The CPU recipe against airbench94 (CIFAR-10)", "", _parity_summary(report["recipe_vs_airbench94"]), ""]
-    return "\n".join(lines)
-
-
-def _summary(section: dict[str, Any], key: str) -> str:
-    if "skipped" in section or "error" in section:
-        return str(section.get("skipped") or section.get("error"))
-    return (f"{section['processes']} processes: {section[key]} images/s after the first epoch, "
-            f"wall {section['wall_s']} s ({section['stop_reason']}).")
-
-
-def _parity_summary(section: dict[str, Any]) -> str:
-    if "skipped" in section or "error" in section:
-        return str(section.get("skipped") or section.get("error"))
-    ours, theirs = section["summary"]["recipe"], section["summary"]["reference"]
-    return (f"{section['train_images']} train images, scored on {section['scored_on']}, seeds 0 and 1 "
-            f"(decoded in {section['decode_s']} s; recipe overrides: {section['recipe_overrides'] or 'none'}).\n\n"
-            "| | training s | plain | flip | 6-view TTA | 10-view TTA |\n|---|---:|---:|---:|---:|---:|\n"
-            f"| airbench94 reference | {theirs['train_seconds']} | {theirs['plain']:.2%} | {theirs['flip']:.2%} "
-            f"| {theirs['tta6']:.2%} | |\n"
-            f"| recipes/cpu.yaml through fit | {ours['train_seconds']} | {ours['plain']:.2%} | {ours['flip']:.2%} "
-            f"| {ours['tta6']:.2%} | {ours['tta']:.2%} |\n\n"
-            f"Training time ratio (recipe / reference): {section['summary']['time_ratio']}.")
 
 
 def without_nan(value: Any) -> Any:

@@ -28,10 +28,9 @@ import torch
 from cifar_resnet.config import validate_params
 from cifar_resnet.data.shapes import generate_shapes
 from cifar_resnet.inference import autocast
-from cifar_resnet.models import build_model
-from cifar_resnet.training import Precision, train_one_epoch
-from cifar_resnet.training.loop import compiled
-from cifar_resnet.training.run import assemble_run
+from cifar_resnet.training import train_one_epoch
+from cifar_resnet.training.loop import prepare
+from cifar_resnet.training.run import build_run
 
 AUGMENTS = {
     "seed001": {"crop_padding": 4, "border_mode": "constant", "hflip": True, "affine": {"p": 0.5},
@@ -47,7 +46,7 @@ def images_per_second(fn, images: int) -> float:
 
 
 def main() -> None:
-    """Build the run as the train stage does, time the bare and the full step alternately, print.
+    """Build and prepare the run as the train stage does, time the bare and the full step alternately, print.
 
     One function on purpose: a benchmark reads best top to bottom, in the order it measures.
     """
@@ -72,22 +71,19 @@ def main() -> None:
 
     device = torch.device(args.device)
     augment = dict(AUGMENTS[args.augment])
-    cfg = validate_params({"train": {"epochs": 1, "batch_size": args.batch, "augment": augment, "scheduler": "none",
-                                     "num_workers": args.workers, "data_on_device": args.on_device,
-                                     "precision": args.precision, "channels_last": channels_last}}).train
+    params = validate_params({
+        "seed": 0, "model": {"arch": args.arch, "width": args.width, "blocks": args.blocks},
+        "train": {"epochs": 1, "batch_size": args.batch, "augment": augment, "scheduler": "none",
+                  "num_workers": args.workers, "data_on_device": args.on_device, "precision": args.precision,
+                  "channels_last": channels_last, "compile": args.compile}})
     train, _, classes = generate_shapes(args.images, 10, seed=0)
-    # The run the train stage would assemble: same feeder, optimiser and schedule.
-    run = assemble_run(build_model(args.arch, len(classes), width=args.width, blocks=args.blocks), train, train.subset([0]), cfg, 0, device,
-                       len(classes))
+    # The train stage's run and fit's setup of it (precision, memory format, scaler, compile):
+    # what is timed is what the stage trains.
+    run = build_run(params, train, train.subset([0]), classes, device).run
+    trainable, precision, scaler = prepare(run)
     model, feeder, optimizer = run.model, run.feeder, run.optimizer
-    precision = Precision.for_run(cfg, device)
-    if precision.channels_last:
-        model = run.model = model.to(memory_format=torch.channels_last)
     steps = len(feeder)
     images = steps * args.batch
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    # The loop trains the compiled wrapper, as fit() does with train.compile.
-    trainable = compiled(model, True) if args.compile else model
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # Warm up: worker start-up, allocator, kernels.

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cifar_resnet.errors import UserError
-from cifar_resnet.training.run import ResumeStore
+from cifar_resnet.training.resume import ResumeStore
 
 
 def dead_pid() -> int:

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -5,17 +6,19 @@ import pytest
 import torch
 from torch import nn
 
+from cifar_resnet.config import validate_params
 from cifar_resnet.data.arrays import ImageSet
 from cifar_resnet.errors import UserError
 from cifar_resnet.inference import autocast_dtype, cpu_has_native_bf16, evaluate_logits, select_device, wants_channels_last
 from cifar_resnet.training import (
-    DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, Precision, TrainingRun, build_optimizer, build_schedule,
+    DeviceFeeder, EarlyStopper, EpochResult, LoaderFeeder, Precision, build_optimizer, build_schedule,
     channel_stats, check_divergence, fit, load_checkpoint, parameter_groups, seed_everything, train_one_epoch,
 )
 from cifar_resnet.training.augment import MixedBatch
 from cifar_resnet.training.feeding import chunk_batches
 from cifar_resnet.training.lookahead import Lookahead, lookahead_decay
-from cifar_resnet.training.run import assemble_run
+from cifar_resnet.training.loop import prepare
+from cifar_resnet.training.run import assemble_run, build_run, start_run
 from conftest import run_fit, tiny_model, toy_images, train_cfg
 
 
@@ -96,15 +99,13 @@ def test_early_stopper_counts_stale_epochs_for_loss_and_accuracy():
 
 
 def one_batch_epoch(cfg, model=None):
-    model = model or tiny_model()
-    images, labels = torch.randn(16, 3, 32, 32) * 50, torch.arange(16) % 2
-    optimizer = build_optimizer(parameter_groups(model, cfg.weight_decay), cfg.optimizer, cfg.max_lr)
-    schedule = build_schedule(optimizer, cfg, 1)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    run = TrainingRun(model, OneBatch(images, labels), images[:0], labels[:0], optimizer, schedule, cfg,
-                      torch.device("cpu"), 0, [0.0] * 3, [1.0] * 3, 2)
-    train_one_epoch(model, run, 1, scaler, Precision(None, False))
-    return model
+    """One epoch of one step on a fixed batch of large inputs (a large gradient): the stage's
+    assembly (optimiser, schedule) and fit's `prepare`, fed by a one-batch feeder."""
+    run = assemble_run(model or tiny_model(), toy_images(16), toy_images(0), cfg, 0, torch.device("cpu"), num_classes=2)
+    run.feeder = OneBatch(torch.randn(16, 3, 32, 32) * 50, torch.arange(16) % 2)
+    trainable, precision, scaler = prepare(run)
+    train_one_epoch(trainable, run, 1, scaler, precision)
+    return run.model
 
 
 class OneBatch:
@@ -209,6 +210,38 @@ def test_a_resumed_run_keeps_this_machines_optimizer_kernels(tmp_path):
                        train_cfg(epochs=2, scheduler="none"), 0, torch.device("cpu"), num_classes=2)
     fit(run, tmp_path / "b", resume=state)
     assert all(g["foreach"] is True and g["fused"] is False for g in run.optimizer.param_groups)
+
+
+def small_params(**train):
+    return validate_params({"seed": 3, "model": {"arch": "resnet18", "width": 4, "blocks": [1, 1, 1, 1]},
+                            "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "device": "cpu", **train}})
+
+
+def test_build_run_writes_and_prints_nothing_and_start_run_writes_what_it_built(tmp_path, monkeypatch, capsys):
+    """build_run is the stage's run without the stage's side effects; start_run adds exactly those."""
+    monkeypatch.chdir(tmp_path)
+    params = small_params()
+    built = build_run(params, toy_images(64), toy_images(32, seed=1), ["dark", "bright"], torch.device("cpu"))
+    assert list(tmp_path.iterdir()) == [] and capsys.readouterr().out == ""
+    assert built.summary["params"] == sum(p.numel() for p in built.run.model.parameters())
+    assert built.model_config["classes"] == ["dark", "bright"] and built.run.seed == 3
+    started = start_run(params, toy_images(64), toy_images(32, seed=1), ["dark", "bright"],
+                        tmp_path / "baseline.pt", tmp_path / "summary.json")
+    assert started.description == built.description and started.summary == built.summary
+    baseline = torch.load(tmp_path / "baseline.pt", weights_only=True)
+    # Seeded anew: the same untrained weights, which start_run wrote as the baseline.
+    assert all(torch.equal(baseline[k], v) for k, v in built.run.model.state_dict().items())
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"model": built.summary}
+
+
+def test_prepare_sets_up_the_step_as_cfg_asks():
+    run = build_run(small_params(precision="bf16", channels_last=True), toy_images(32), toy_images(0), ["a", "b"],
+                    torch.device("cpu")).run
+    trainable, precision, scaler = prepare(run)
+    assert precision == Precision(torch.bfloat16, True)
+    assert trainable is run.model and not scaler.is_enabled()  # no wrapper asked; bf16 needs no loss scaling
+    conv = next(m for m in run.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
 
 
 def test_nesterov_sgd():

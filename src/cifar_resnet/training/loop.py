@@ -7,7 +7,7 @@ import random
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class TrainingRun:
-    """What fit() trains: assembled once by training.run.assemble_run, for the stage, tests and benchmarks."""
+    """What fit() trains: built once by training.run.build_run (assemble_run), for the stage, tests and benchmarks."""
 
     model: torch.nn.Module  # on `device`
     feeder: Any  # LoaderFeeder or DeviceFeeder: len() batches, .epoch(n) yields augment.MixedBatch
@@ -147,6 +147,44 @@ def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
 def compiled(module: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
     """torch.compile as train.compile asks: true is torch's default mode, a string names the mode."""
     return torch.compile(module, mode=None if compile is True else compile)
+
+
+class Prepared(NamedTuple):
+    """How a run computes on its device: what `train_one_epoch` takes besides the run."""
+
+    trainable: torch.nn.Module  # run.model, possibly wrapped (DDP, torch.compile)
+    precision: Precision
+    scaler: torch.amp.GradScaler
+
+
+def prepare(run: TrainingRun) -> Prepared:
+    """Ready `run` to train on its device, as cfg asks: cuDNN's autotuner, autocast dtype and
+    memory format, the gradient scaler, the DDP wrapper and torch.compile.
+
+    fit() starts with it, and the benchmarks call it on the run `build_run` made, so what
+    they time is the stage's training step. channels_last converts run.model in place (the
+    same parameters: the optimiser is unchanged). The model is already on its device and the
+    optimiser's kernels are chosen (run.assemble_run: torch takes `fused` only when an
+    optimiser is made).
+    """
+    cfg, device, dist_info = run.cfg, run.device, run.dist_info
+    if device.type == "cuda":
+        # Training shapes are fixed, so timing cuDNN's algorithms once per shape pays off.
+        # Set here, in the train path, not at import: evaluation and export keep the default.
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    precision = Precision.for_run(cfg, device)
+    # Gradient scaling is only needed for fp16, whose range is too narrow for small gradients.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.amp_dtype == torch.float16)
+    if precision.channels_last:
+        run.model = run.model.to(memory_format=torch.channels_last)
+    trainable = run.model
+    if dist_info.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = DistributedDataParallel(run.model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        trainable = compiled(trainable, cfg.compile)
+    return Prepared(trainable, precision, scaler)
 
 
 def _diverged(epoch: int, what: str) -> UserError:
@@ -314,19 +352,8 @@ def fit(
     cfg, dist_info = run.cfg, run.dist_info
     checkpoint_dir = Path(checkpoint_dir)
     run_info = run_info or {}
-    precision = Precision.for_run(cfg, run.device)
-    # Gradient scaling is only needed for fp16, whose range is too narrow for small gradients.
-    scaler = torch.amp.GradScaler(run.device.type, enabled=precision.amp_dtype == torch.float16)
+    trainable, precision, scaler = prepare(run)
     stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
-    if precision.channels_last:
-        run.model = run.model.to(memory_format=torch.channels_last)
-    trainable = run.model
-    if dist_info.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trainable = DistributedDataParallel(run.model, device_ids=[dist_info.local_rank] if run.device.type == "cuda" else None)
-    if cfg.compile:
-        trainable = compiled(trainable, cfg.compile)
 
     if resume is not None:
         state = _restore(run, scaler, stopper, resume)

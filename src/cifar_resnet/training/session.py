@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..provenance import describe_change, digests
 from .loop import EpochResult, fit
 from .progress import EpochPrinter
-from .run import ResumeStore, StartedRun, run_key, start_run
+from .resume import ResumeStore, run_key
+from .run import StartedRun, start_run
 
 
 @dataclass(frozen=True)
