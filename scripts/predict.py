@@ -222,7 +222,7 @@ def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tens
     if not torch.isfinite(scaled).all():
         if not torch.isfinite(logits).all():
             raise InputError("the model's outputs are not finite numbers (inf or nan)")
-        raise InputError(f"--temperature {temperature} is too small: the logits divided by it overflow")
+        raise InputError(f"the temperature {temperature} (--temperature or preprocess.json) is too small: the logits divided by it overflow")
     return scaled.softmax(dim=1)
 
 

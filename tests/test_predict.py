@@ -369,7 +369,7 @@ def test_a_tiny_temperature_gives_probabilities_never_nan(temperature) -> None:
 def test_a_temperature_too_small_even_for_float64_is_refused() -> None:
     script = _script()
     logits = torch.tensor([[2.0, 1.0, -3.0]])
-    with pytest.raises(script.InputError, match=r"^--temperature 1e-320 is too small"):
+    with pytest.raises(script.InputError, match=r"^the temperature 1e-320 \(--temperature or preprocess\.json\) is too small"):
         script.predict(lambda images: logits, torch.zeros(1, 3, 4, 4), 1e-320)
 
 
