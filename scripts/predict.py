@@ -17,8 +17,9 @@ the path, then the top classes with probabilities. The logits are divided by a t
 before the softmax: preprocess.json's, which the evaluate stage fitted on the validation split
 so that the probabilities match how often the model is right (1 when none was fitted);
 --temperature overrides it (--temperature 1: the model's own probabilities). An unreadable
-image is reported on stderr and the others are still classified; the exit status is then 1. Only regular files are read as images: a FIFO or a device named as an image is
-refused rather than waited on.
+image is reported on stderr and the others are still classified; the exit status is then 1.
+Only regular files are read as images: a FIFO or a device named as an image is refused
+rather than waited on.
 
 A model runs with no time limit: a model file whose graph never returns (a TorchScript
 loop that never ends, say) makes this script hang; stop it with Ctrl-C, and run only
