@@ -1,23 +1,25 @@
-"""Classify image files with an exported model, using torch, PIL and numpy (and no project code but safeload).
+"""Classify image files with an exported model, using torch, PIL and numpy (and no project code but safeload and images).
 
     python scripts/predict.py --model models/export/scripted.pt cat.png dog.jpg
     python scripts/predict.py --model models/export/program.pt2 --top 3 images/*.png
     python scripts/predict.py --model models/export/model.onnx images/*.png   # needs onnxruntime
-    python scripts/predict.py --model models/export/scripted.pt --temperature 0.53 cat.png   # calibrated
+    python scripts/predict.py --model models/export/scripted.pt --temperature 1 cat.png   # uncalibrated
 
 The model is a TorchScript file (traced.pt, scripted.pt), a torch.export program
 (program.pt2) or an ONNX file (model.onnx) written by the export stage. A .pt2 is checked by
 src/cifar_resnet/safeload.py before it is loaded (torch.export.load would run pickles stored
-in it); used away from this project, copy that file beside this script. Class names and the
-normalisation come from preprocess.json beside the model (or --preprocess); its image_size is
-at most 512 (MAX_IMAGE_SIZE). Each image is converted to 8-bit RGB (16-bit images scaled,
-not clipped) and resized. One line per image: the path, then the top classes with
-probabilities. --temperature divides the logits before the softmax: the evaluate stage fits
-one on the validation split (`calibrated.temperature` in metrics/eval.json, which `dvc
-metrics show` prints) so that the probabilities match how often the model is right. An
-unreadable image is reported on stderr and the others are still classified; the exit status
-is then 1. Only regular files are read as images: a FIFO or a device named as an image is
-refused rather than waited on.
+in it). Images are read by src/cifar_resnet/images.py, the decoder the training data went
+through; used away from this project, copy both files beside this script. Class names, the
+normalisation, the resize and the temperature come from preprocess.json beside the model (or
+--preprocess); its image_size is at most 512 (MAX_IMAGE_SIZE). Each image is converted to
+8-bit RGB (16-bit images scaled, not clipped) and resized as in training. One line per image:
+the path, then the top classes with probabilities. The logits are divided by a temperature
+before the softmax: preprocess.json's, which the evaluate stage fitted on the validation split
+so that the probabilities match how often the model is right (1 when none was fitted);
+--temperature overrides it (--temperature 1: the model's own probabilities). An unreadable
+image is reported on stderr and the others are still classified; the exit status is then 1.
+Only regular files are read as images: a FIFO or a device named as an image is refused
+rather than waited on.
 
 A model runs with no time limit: a model file whose graph never returns (a TorchScript
 loop that never ends, say) makes this script hang; stop it with Ctrl-C, and run only
@@ -34,7 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+
+try:
+    from cifar_resnet.images import RESIZE, ImageReadError, decode_image, resize_from_json
+except ImportError:  # the script copied away from the project, with images.py beside it
+    try:
+        from images import RESIZE, ImageReadError, decode_image, resize_from_json
+    except ImportError:
+        sys.exit("error: reading images needs images.py (from src/cifar_resnet) beside this script")
 
 # Pixels per forward pass, as in a batch of 256 CIFAR images: bounds memory for long file lists
 # and for large image sizes (the model's activations grow with the pixels: at image_size 4096,
@@ -56,14 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="scripted.pt, traced.pt, program.pt2 or model.onnx")
     parser.add_argument("--preprocess", type=Path, help="preprocess.json (default: the one beside --model)")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="divide the logits by this before the softmax (default 1: as the model says); "
-                             "calibrated.temperature of metrics/eval.json calibrates the probabilities")
+    parser.add_argument("--temperature", type=float,
+                        help="divide the logits by this before the softmax (default: preprocess.json's temperature, "
+                             "fitted by the evaluate stage; 1 when it has none); 1 shows the model's own probabilities")
     return parser.parse_args(argv)
 
 
 def read_preprocess(path: Path) -> dict:
-    """Class names, mean/std and image size, as the export stage wrote them, checked."""
+    """Class names, mean/std, image size, resize and temperature, as the export stage wrote them, checked.
+
+    A preprocess.json from before resize and temperature were recorded gets the resize every
+    model here was trained with (images.RESIZE) and temperature 1.
+    """
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
@@ -75,7 +88,13 @@ def read_preprocess(path: Path) -> dict:
     problem = preprocess_problem(info)
     if problem:
         raise InputError(f"{path}: not a valid preprocess.json ({problem})")
-    return {key: info[key] for key in ("classes", "mean", "std", "image_size")}
+    try:
+        resize = resize_from_json(info["resize"]) if "resize" in info else RESIZE
+    except ImageReadError as err:
+        raise InputError(f"{path}: not a valid preprocess.json ({err})") from None
+    temperature = info.get("temperature")
+    return {**{key: info[key] for key in ("classes", "mean", "std", "image_size")},
+            "resize": resize, "temperature": 1.0 if temperature is None else float(temperature)}
 
 
 def preprocess_problem(info: object) -> str | None:
@@ -96,6 +115,9 @@ def preprocess_problem(info: object) -> str | None:
         numbers = isinstance(values, list) and all(type(v) in (int, float) and np.isfinite(v) for v in values)
         if not numbers or len(values) != 3 or (key == "std" and min(values) <= 0):
             return f"{key} = {values!r}: expected 3 finite numbers{' above 0' if key == 'std' else ''}"
+    temperature = info.get("temperature")
+    if temperature is not None and (type(temperature) not in (int, float) or not 0 < temperature < float("inf")):
+        return f"temperature = {temperature!r}: expected null or a positive number"
     return None
 
 
@@ -157,44 +179,20 @@ class OnnxModel:
         return torch.from_numpy(logits)
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """The image as uint8 RGB (size, size, 3), resized when it is not already that size."""
-    if path.exists() and not path.is_file():
-        # Opening a FIFO blocks until something writes to it (and a device may never end):
-        # only regular files are images, as in the folder dataset.
-        raise InputError(f"{path}: not a regular file")
+def read_image(path: Path, size: int, resize=RESIZE) -> np.ndarray:
+    """The image as uint8 RGB (size, size, 3), decoded and resized as the training data was (images.py)."""
     try:
-        with warnings.catch_warnings():
-            # PIL only warns between MAX_IMAGE_PIXELS and twice that: a bomb all the same.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                rgb = to_rgb8(image)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{path}: too many pixels to decode safely (more than {Image.MAX_IMAGE_PIXELS})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:  # PIL: SyntaxError for some bad headers
-        reason = "not an image PIL can read" if isinstance(err, UnidentifiedImageError) else (getattr(err, "strerror", None) or str(err))
-        raise InputError(f"{path}: {reason}") from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+        return decode_image(path, size, resize)
+    except ImageReadError as err:
+        raise InputError(f"{path}: {err}") from None
 
 
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """8-bit RGB; 16-bit greyscale is scaled by 255/65535 (PIL's convert clips it, so mid-grey becomes white)."""
-    if image.mode.startswith("I;16") or image.mode == "I":  # PIL opens 16-bit PNGs as I;16 (older: I)
-        wide = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8), mode="L")
-    return image.convert("RGB")
-
-
-def read_images(paths: list[Path], size: int) -> tuple[list[Path], list[np.ndarray]]:
+def read_images(paths: list[Path], size: int, resize=RESIZE) -> tuple[list[Path], list[np.ndarray]]:
     """The readable images and their paths; each unreadable one is reported as one line on stderr."""
     good, pixels = [], []
     for path in paths:
         try:
-            pixels.append(read_image(path, size))
+            pixels.append(read_image(path, size, resize))
             good.append(path)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -225,7 +223,7 @@ def predict(model, images: torch.Tensor, temperature: float = 1.0) -> torch.Tens
     if not torch.isfinite(scaled).all():
         if not torch.isfinite(logits).all():
             raise InputError("the model's outputs are not finite numbers (inf or nan)")
-        raise InputError(f"--temperature {temperature} is too small: the logits divided by it overflow")
+        raise InputError(f"the temperature {temperature} (--temperature or preprocess.json) is too small: the logits divided by it overflow")
     return scaled.softmax(dim=1)
 
 
@@ -251,14 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}")
-    if not 0 < args.temperature < float("inf"):
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
         raise InputError(f"--temperature must be a positive number, got {args.temperature}")
     info = read_preprocess(args.preprocess or args.model.parent / "preprocess.json")
+    temperature = info["temperature"] if args.temperature is None else args.temperature
     model = load_model(args.model)  # a bad model or preprocess.json fails before any output
-    paths, pixels = read_images(args.images, info["image_size"])
+    paths, pixels = read_images(args.images, info["image_size"], info["resize"])
     if paths:
         try:
-            probabilities = predict(model, normalise(np.stack(pixels), info["mean"], info["std"]), args.temperature)
+            probabilities = predict(model, normalise(np.stack(pixels), info["mean"], info["std"]), temperature)
         except InputError:
             raise
         except Exception as err:  # e.g. an image_size the model was not made for; torch and onnxruntime differ in types

@@ -20,12 +20,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the exported models")
     parser.add_argument("--latency", type=Path, required=True, help="folder for the latency and parity tables")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--calibration", type=Path, required=True,
+                        help="the evaluate stage's metrics JSON: its fitted temperature goes into preprocess.json")
     args = parser.parse_args()
     cfg = load_params().export
     if os.environ.get("PYTHONHASHSEED") != "0":  # dvc.yaml's command sets it; a run by hand may not
         print("note: PYTHONHASHSEED is not 0, so scripted.pt's bytes (not its behaviour) differ from a `dvc repro` "
               "run's; run it as PYTHONHASHSEED=0 python stages/export.py ...", file=sys.stderr)
-    export.run(cfg, export.ExportPaths(args.data, args.model, args.config, args.out, args.latency, args.metrics))
+    export.run(cfg, export.ExportPaths(args.data, args.model, args.config, args.out, args.latency, args.metrics,
+                                         args.calibration))
 
 
 if __name__ == "__main__":

@@ -177,11 +177,13 @@ def test_the_same_code_data_and_params_give_the_same_bytes(smoke_template, smoke
     assert cached_output_hashes(smoke_copy) == before
 
 
-def test_the_trained_model_is_a_registry_artifact(smoke_repo):
-    """DVC itself reads dvc.yaml's `artifacts:` entry: models/model.pt, of type model, a train output."""
+def test_the_exported_model_is_a_registry_artifact_labelled_with_what_was_trained(smoke_repo):
+    """DVC itself reads dvc.yaml's `artifacts:` entry: models/export, of type model, an export output,
+    its labels templated from params.yaml (the smoke profile trains resnet18 on shapes)."""
     from dvc.repo import Repo
 
     artifact = Repo(str(smoke_repo)).artifacts.read()["dvc.yaml"]["cifar-resnet"]
-    assert artifact.type == "model" and artifact.path == "models/model.pt"
-    train_outs = yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["train"]["outs"]
-    assert artifact.path in train_outs and (smoke_repo / artifact.path).stat().st_size > 0
+    assert artifact.type == "model" and artifact.path == "models/export"
+    assert artifact.labels == ["resnet18", "shapes"] and artifact.desc.startswith("resnet18 classifier trained on shapes")
+    export_outs = yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["export"]["outs"]
+    assert artifact.path in export_outs and (smoke_repo / artifact.path / "preprocess.json").stat().st_size > 0

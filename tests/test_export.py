@@ -20,6 +20,7 @@ import yaml
 from cifar_resnet.config import load_params
 from cifar_resnet.data import ImageSet, save_imageset
 from cifar_resnet.errors import UserError
+from cifar_resnet.fileio import write_json
 from cifar_resnet.export import (
     EXPORT_FILES,
     OnnxRuntimeModel,
@@ -378,6 +379,22 @@ def test_preprocess_info_comes_from_the_model_config() -> None:
     assert (info["classes"], info["mean"], info["std"], info["image_size"]) == (["a", "b"], [0.5, 0.4, 0.3], [0.2, 0.2, 0.25], 32)
     with pytest.raises(UserError, match="mean"):
         preprocess_info({"classes": ["a"], "std": [1, 1, 1]})
+    # The one decoder's resize, and no temperature unless one was fitted.
+    assert info["resize"] == {"filter": "bicubic", "reducing_gap": 2.0, "jpeg_draft": True} and info["temperature"] is None
+    assert preprocess_info(config, 0.53)["temperature"] == 0.53
+
+
+def test_the_fitted_temperature_is_read_from_the_evaluate_metrics(tmp_path) -> None:
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"test": {"acc": 0.5}, "calibrated": {"temperature": 0.61, "fitted_on": 90}}))
+    assert export_stage.fitted_temperature(metrics) == 0.61
+    metrics.write_text(json.dumps({"test": {"acc": 0.5}}))  # evaluate.calibrate false, or no validation split
+    assert export_stage.fitted_temperature(metrics) is None
+    metrics.write_text(json.dumps({"calibrated": {"temperature": -1}}))
+    with pytest.raises(UserError, match=r"calibrated\.temperature = -1 is not a positive number"):
+        export_stage.fitted_temperature(metrics)
+    with pytest.raises(UserError, match=r"missing\.json: not found \(written by the evaluate stage"):
+        export_stage.fitted_temperature(tmp_path / "missing.json")
 
 
 # --- the stage's work, in this process (pipeline.export.run, as stages/export.py calls it) ---
@@ -403,9 +420,12 @@ def test_export_stage_writes_checked_models_tables_and_compact_metrics(tmp_path,
     export = write_stage_inputs(tmp_path)
     paths = export_stage.ExportPaths(tmp_path / "data" / "prepared", tmp_path / "models" / "model.pt",
                                      tmp_path / "models" / "model.json", tmp_path / "models" / "export",
-                                     tmp_path / "plots" / "export", tmp_path / "metrics" / "export.json")
+                                     tmp_path / "plots" / "export", tmp_path / "metrics" / "export.json",
+                                     tmp_path / "metrics" / "eval.json")
+    write_json(tmp_path / "metrics" / "eval.json", {"calibrated": {"temperature": 0.625, "fitted_on": 10}})
     export_stage.run(load_params(tmp_path / "params.yaml").export, paths)
     out = tmp_path / "models" / "export"
+    assert json.loads((out / "preprocess.json").read_text())["temperature"] == 0.625
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*EXPORT_FILES.values(), "preprocess.json"]
     )

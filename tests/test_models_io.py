@@ -126,7 +126,8 @@ def test_stages_report_a_corrupt_config_in_one_line(stage, tmp_path: Path, run_s
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     _, weights, config = _saved(tmp_path)
     config.write_text(json.dumps({**CONFIG, "width": 100000}))
-    outputs = {"evaluate": ["--metrics", "e.json", "--plots", "pl"], "export": ["--out", "ex", "--latency", "lat", "--metrics", "x.json"],
+    outputs = {"evaluate": ["--metrics", "e.json", "--plots", "pl"], "export": ["--out", "ex", "--latency", "lat", "--metrics", "x.json",
+                                                                                 "--calibration", "e.json"],
                "gradcam": ["--out", "gc", "--metrics", "g.json"]}[stage]
     result = run_stage(stage, "--data", "prepared", "--model", str(weights), "--config", str(config), *outputs)
     assert result.returncode == 1

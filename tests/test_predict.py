@@ -122,6 +122,59 @@ def test_a_temperature_divides_the_logits_before_the_softmax(export_dir, pngs, t
         assert refused.stderr.strip() == f"error: --temperature must be a positive number, got {float(bad)}", refused.stderr
 
 
+def test_the_temperature_comes_from_preprocess_json_and_the_flag_overrides_it(export_dir, pngs, tmp_path) -> None:
+    """The export stage copies the fitted temperature into preprocess.json: no flag is needed."""
+    _, folder = export_dir
+    _, paths = pngs
+    model = tmp_path / "scripted.pt"
+    model.write_bytes((folder / "scripted.pt").read_bytes())
+    info = json.loads((folder / "preprocess.json").read_text())
+    assert info["temperature"] is None  # none fitted: probabilities as the model gives them
+    (tmp_path / "preprocess.json").write_text(json.dumps({**info, "temperature": 0.5}))
+    from_file = run_predict("--model", model, "--top", "4", *paths, cwd=tmp_path)
+    by_flag = run_predict("--model", folder / "scripted.pt", "--top", "4", "--temperature", "0.5", *paths, cwd=tmp_path)
+    raw = run_predict("--model", folder / "scripted.pt", "--top", "4", *paths, cwd=tmp_path)
+    overridden = run_predict("--model", model, "--top", "4", "--temperature", "1", *paths, cwd=tmp_path)
+    assert from_file.returncode == by_flag.returncode == raw.returncode == overridden.returncode == 0
+    assert [line.split(": ", 1)[1] for line in from_file.stdout.splitlines()] == \
+        [line.split(": ", 1)[1] for line in by_flag.stdout.splitlines()]
+    assert overridden.stdout.replace(str(model), "") == raw.stdout.replace(str(folder / "scripted.pt"), "")
+    assert from_file.stdout != overridden.stdout
+
+
+def odd_sized_images(folder: Path) -> list[Path]:
+    """Images that are not 32x32: a large JPEG (libjpeg's draft scaling applies) and a small odd PNG."""
+    rng = np.random.default_rng(3)
+    smooth = np.kron(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), np.ones((10, 10, 1), dtype=np.uint8))
+    jpeg, png = folder / "big.jpg", folder / "odd.png"
+    Image.fromarray(smooth).save(jpeg, quality=90)  # 400 x 300
+    Image.fromarray(rng.integers(0, 256, (45, 27, 3), dtype=np.uint8)).save(png)
+    return [jpeg, png]
+
+
+def test_an_odd_sized_image_becomes_the_same_tensor_in_training_and_in_predict(tmp_path) -> None:
+    """One decoder: the folder dataset (training's path) and predict.py give identical tensors."""
+    from cifar_resnet.data import read_image_folder
+
+    folder = tmp_path / "dataset"
+    for split in ("train", "test"):
+        (folder / split / "thing").mkdir(parents=True)
+    images = odd_sized_images(folder / "train" / "thing")
+    (folder / "test" / "thing" / "x.png").write_bytes(images[1].read_bytes())
+    train, _, _ = read_image_folder(folder, workers=1)
+    trained_on, _ = make_eval_tensors(train, CONFIG["mean"], CONFIG["std"])
+
+    script = _script()
+    info = preprocess_info(CONFIG)
+    served = script.normalise(np.stack([script.read_image(path, info["image_size"], script.resize_from_json(info["resize"]))
+                                        for path in images]), CONFIG["mean"], CONFIG["std"])
+    assert torch.equal(served, trained_on)
+    # The resize matters: what predict.py used to do (BILINEAR) gives other pixels.
+    with Image.open(images[1]) as image:
+        bilinear = np.asarray(image.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+    assert not np.array_equal(bilinear, train.images[1])
+
+
 @pytest.mark.slow  # another subprocess run of a script the quick loop already runs
 def test_other_sizes_and_modes_are_converted_and_top_is_capped(export_dir, tmp_path) -> None:
     model, folder = export_dir
@@ -170,6 +223,9 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
         ({"image_size": None}, "missing image_size"),
         ({"std": [0.2, 0.0, 0.2]}, "std = [0.2, 0.0, 0.2]"),
         ({"classes": []}, "classes: expected a non-empty list"),
+        ({"temperature": 0}, "temperature = 0: expected null or a positive number"),
+        ({"resize": {"filter": "cubic", "reducing_gap": 2.0, "jpeg_draft": True}}, "resize.filter = 'cubic'"),
+        ({"resize": "bicubic"}, "resize: expected an object"),
     ],
 )
 def test_a_bad_preprocess_json_is_one_line(change, expected, export_dir, pngs, tmp_path) -> None:
@@ -274,13 +330,20 @@ def _script():
     return module
 
 
-def test_the_script_imports_only_torch_pil_numpy_safeload_onnxruntime_and_the_standard_library() -> None:
-    tree = ast.parse(SCRIPT.read_text())
+def third_party_imports(path: Path) -> set[str]:
+    """The modules a Python file imports that are not in the standard library."""
+    tree = ast.parse(path.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
-    # safeload (torch and the standard library only) from the package, or copied beside the script.
-    assert third_party == {"torch", "PIL", "numpy", "onnxruntime", "cifar_resnet.safeload", "safeload"}
+    return {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+
+
+def test_the_script_imports_only_torch_numpy_safeload_images_onnxruntime_and_the_standard_library() -> None:
+    # safeload (torch and the standard library only) and images (the one image decoder: numpy
+    # and PIL only) from the package, or copied beside the script.
+    assert third_party_imports(SCRIPT) == {"torch", "numpy", "onnxruntime", "cifar_resnet.safeload", "safeload",
+                                           "cifar_resnet.images", "images"}
+    assert third_party_imports(REPO / "src" / "cifar_resnet" / "images.py") == {"numpy", "PIL"}
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -306,7 +369,7 @@ def test_a_tiny_temperature_gives_probabilities_never_nan(temperature) -> None:
 def test_a_temperature_too_small_even_for_float64_is_refused() -> None:
     script = _script()
     logits = torch.tensor([[2.0, 1.0, -3.0]])
-    with pytest.raises(script.InputError, match=r"^--temperature 1e-320 is too small"):
+    with pytest.raises(script.InputError, match=r"^the temperature 1e-320 \(--temperature or preprocess\.json\) is too small"):
         script.predict(lambda images: logits, torch.zeros(1, 3, 4, 4), 1e-320)
 
 

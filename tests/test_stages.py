@@ -37,7 +37,8 @@ def test_every_stage_rejects_a_bad_parameter_before_any_work(stage, tmp_path, ru
         "train": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--baseline", "b.pt", "--summary", "s.json",
                   "--checkpoints", "ck", "--resume", "resume", "--live", "live"],
         "evaluate": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "e.json", "--plots", "pl"],
-        "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--latency", "lat", "--metrics", "x.json"],
+        "export": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "ex", "--latency", "lat", "--metrics", "x.json",
+                   "--calibration", "eval.json"],
         "gradcam": ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--out", "gc", "--metrics", "g.json"],
     }[stage]
     result = run_stage(stage, *args)

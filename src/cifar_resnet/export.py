@@ -24,6 +24,7 @@ from torch import nn
 
 from .errors import UserError, describe_error
 from .fileio import atomic_file, atomic_path
+from .images import RESIZE
 from .safeload import UnsafeModelFile, load_program_module
 
 Forward = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]
@@ -323,17 +324,26 @@ def parity_metrics(parity: dict[str, float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------
 
 
-def preprocess_info(config: dict[str, Any]) -> dict[str, Any]:
-    """Class names and input normalisation from the model config, for code that cannot import this package."""
+def preprocess_info(config: dict[str, Any], temperature: Optional[float] = None) -> dict[str, Any]:
+    """What a consumer with torch and PIL alone needs besides the model file (preprocess.json).
+
+    Class names and normalisation from the model config; the resize the training images went
+    through (images.RESIZE, the one decoder's); and the temperature the evaluate stage fitted
+    on the validation split (None: none was fitted, divide by 1).
+    """
     missing = [key for key in ("classes", "mean", "std") if key not in config]
     if missing:
         raise UserError(f"model config lacks {', '.join(missing)}; retrain with `dvc repro train` to record them")
     return {
         "image_size": IMAGE_SIZE,
         "mode": "RGB",
+        # PIL resampling of images that are not image_size square: see cifar_resnet.images.Resize.
+        "resize": RESIZE.as_json(),
         # The formula the training stage used: pixels scaled to [0, 1], then per-channel (x - mean) / std.
         "normalise": "(pixels / 255 - mean) / std, NCHW float32",
         "mean": [float(m) for m in config["mean"]],
         "std": [float(s) for s in config["std"]],
         "classes": list(config["classes"]),
+        # Probabilities: softmax(logits / temperature), calibrated on the validation split.
+        "temperature": None if temperature is None else float(temperature),
     }

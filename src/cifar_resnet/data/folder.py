@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..errors import UserError
 from ..fileio import atomic_dir
 from .arrays import IMAGE_SHAPE, ImageSet
@@ -21,7 +22,6 @@ from .cifar import safe_extract
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-SIZE = IMAGE_SHAPE[1], IMAGE_SHAPE[0]  # PIL's (width, height)
 LAYOUT = "train/<class>/*.jpg|png|... and test/<class>/*"
 # Below this many images, starting worker processes costs more than they save.
 PARALLEL_MIN_IMAGES = 2000
@@ -102,35 +102,17 @@ def check_same_classes(train: list[str], test: list[str], shown: str) -> None:
                         f"(only in train: {only_train}; only in test: {only_test})")
 
 
-def _to_rgb(img):
-    """RGB of any PIL mode; 16-bit greyscale keeps its top 8 bits (convert() would clip it to white)."""
-    from PIL import Image
-
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        grey = np.clip(np.asarray(img, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    return img.convert("RGB")  # palette, greyscale, CMYK, alpha (dropped, as torchvision's loader does)
-
-
 def decode_image(path: str, shown: str) -> np.ndarray:
     """One image file as uint8 (32, 32, 3), or UserError naming it if it cannot be read.
 
-    Larger JPEGs decode at 1/2 to 1/8 scale in libjpeg (draft mode; never below 32x32);
-    then PIL BICUBIC with reducing_gap=2.0 (a box reduction to within 2x of 32x32, then
-    bicubic). Images already 32x32 are not resampled.
+    The project's one decoder (cifar_resnet.images, with its RESIZE: larger JPEGs decoded at
+    1/2 to 1/8 scale by libjpeg, then PIL BICUBIC with reducing_gap=2.0), which predict.py
+    also uses, so a model is served with the resize it was trained with.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", SIZE)
-            rgb = _to_rgb(img)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise UserError(f"{shown} is not a readable image ({str(err) or type(err).__name__}); "
-                        "replace or delete it") from None
-    if rgb.size != SIZE:
-        rgb = rgb.resize(SIZE, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return np.asarray(rgb, dtype=np.uint8)
+        return images.decode_image(path, IMAGE_SHAPE[0], images.RESIZE)
+    except images.ImageReadError as err:
+        raise UserError(f"{shown} is not a readable image ({err}); replace or delete it") from None
 
 
 def _decode_chunk(items: list[tuple[str, str]]) -> np.ndarray:

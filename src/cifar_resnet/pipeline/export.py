@@ -2,8 +2,9 @@
 
 Outputs: a folder with traced.pt and scripted.pt (torch.jit.load), program.pt2
 (torch.export.load(path).module()), model.onnx (onnxruntime; when export.onnx is true),
-preprocess.json (class names, mean/std: all that scripts/predict.py needs besides the
-model); and, in their own folder, the CPU latency table (latency.json with its
+preprocess.json (class names, mean/std, the resize and the temperature fitted by the evaluate
+stage, read from its metrics JSON: all that scripts/predict.py, or torch and PIL alone, need
+besides the model); and, in their own folder, the CPU latency table (latency.json with its
 environment, latency.md) and parity.json (each export's max |logit difference| from
 eager): timings and parity figures may differ between runs, while the cached model files
 must repeat byte for byte. The metrics JSON holds only the worst parity figure
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 from ..config import ExportParams
 from ..data import load_imageset
-from ..fileio import atomic_dir, write_json
+from ..errors import UserError
+from ..fileio import atomic_dir, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class ExportPaths:
     out: Path  # folder for the exported models
     latency: Path  # folder for the latency and parity tables
     metrics: Path  # metrics JSON to write
+    # The evaluate stage's metrics JSON, for its "calibrated.temperature" (None: no temperature).
+    calibration: Optional[Path] = None
 
 
 def run(cfg: ExportParams, paths: ExportPaths) -> None:
@@ -39,7 +44,7 @@ def run(cfg: ExportParams, paths: ExportPaths) -> None:
 
     # Exported models are CPU deployment artefacts, so they are built and timed on the CPU.
     model, config = load_model(paths.model, paths.config, device="cpu")
-    preprocess = preprocess_info(config)
+    preprocess = preprocess_info(config, fitted_temperature(paths.calibration))
     test = load_imageset(paths.data / "test.npz", num_classes=config["num_classes"])
     images, _ = make_eval_tensors(test.subset(list(range(min(cfg.parity_images, len(test))))), config["mean"], config["std"])
 
@@ -58,3 +63,21 @@ def run(cfg: ExportParams, paths: ExportPaths) -> None:
         write_json(out / "parity.json", {"tolerance": cfg.tolerance, "images": len(images), "max_abs_diff": parity})
     write_json(paths.metrics, parity_metrics(parity))
     print(markdown)
+
+
+def fitted_temperature(metrics: Optional[Path]) -> Optional[float]:
+    """The evaluate stage's "calibrated.temperature" from its metrics JSON; None when it fitted none
+    (evaluate.calibrate false, or no validation split) or when no metrics file is given."""
+    if metrics is None:
+        return None
+    try:
+        data: Any = read_json(metrics)
+    except FileNotFoundError:
+        raise UserError(f"{metrics}: not found (written by the evaluate stage; run `dvc repro evaluate`)") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{metrics}: not a readable metrics JSON ({type(err).__name__}); run `dvc repro evaluate`") from None
+    calibrated = data.get("calibrated") if isinstance(data, dict) else None
+    temperature = calibrated.get("temperature") if isinstance(calibrated, dict) else None
+    if temperature is not None and (type(temperature) not in (int, float) or not 0 < temperature < float("inf")):
+        raise UserError(f"{metrics}: calibrated.temperature = {temperature!r} is not a positive number; run `dvc repro evaluate`")
+    return temperature
