@@ -118,8 +118,8 @@ def test_metrics_baseline_tta_and_every_plot(workdir, capsys):
     reliability = read_csv(out / "reliability.csv")
     assert list(reliability[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
     assert sum(int(row["count"]) for row in reliability) == TEST_IMAGES
-    cells = json.loads((out / "confusion.json").read_text())
-    assert len(cells) == len(classes) ** 2 and sum(cell["images"] for cell in cells) == TEST_IMAGES
+    records = json.loads((out / "confusion.json").read_text())  # one per image, classes named "<index> <name>"
+    assert len(records) == TEST_IMAGES and {r["actual"] for r in records} == {f"{i} {c}" for i, c in enumerate(classes)}
     # Nothing but the declared outputs: no temporary folders or files beside them.
     assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["eval"]
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]

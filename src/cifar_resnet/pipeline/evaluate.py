@@ -10,9 +10,10 @@ evaluate.calibrate and a validation split, also "calibrated": {"temperature", "l
 validation images (never on test).
 
 Writes under --plots:
-  confusion.json            one {actual, predicted, images} record per confusion-matrix cell (the
-                            confusion plot's data); beyond 100 classes only the cells between
-                            the 100 most confused classes, in class order
+  confusion.json            one {actual, predicted} record per test image, classes named "3 cat"
+                            (index first, so that sorted names keep the dataset's order): the
+                            data of DVC's confusion plot; beyond 100 classes only the images
+                            between the 100 most confused classes
   confusion.csv             the whole confusion matrix: actual, predicted, actual_index,
                             predicted_index, images, one row per non-zero cell
   confusion_normalised.png  the confusion matrix with each true-class row summing to 1
