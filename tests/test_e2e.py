@@ -108,10 +108,15 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|\r")
 
 
 def terminal_screen(workdir, command: str, columns: int = 200) -> list[str]:
-    """The lines `command` shows in a real terminal `columns` wide (util-linux `script` gives it
-    a pseudo-terminal, so dvc pages and sizes its table as for a person), cut at the screen's edge."""
-    env = {**dvc_env(workdir), "TERM": "xterm", "COLUMNS": str(columns)}
-    env.pop("LESS", None), env.pop("PAGER", None), env.pop("DVC_PAGER", None)  # dvc's default pager: less -FRSX
+    """The first screen of `command` in a real terminal `columns` wide: the lines, cut at its edge.
+
+    util-linux `script` gives dvc a pseudo-terminal of that width, so it lays out and pages its
+    table as for a person. Its default pager, `less -FRSX`, would show each line's first
+    `columns` characters and wait for a key when a line is longer; `cat` as the pager receives
+    the same table, and cutting its lines gives that screen.
+    """
+    env = {**dvc_env(workdir), "TERM": "xterm", "DVC_PAGER": "cat"}
+    env.pop("LESS", None), env.pop("PAGER", None), env.pop("COLUMNS", None)
     shown = subprocess.run(["script", "-qec", f"stty cols {columns} rows 50; {command}", "/dev/null"], cwd=workdir,
                            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=True)
     return [line[:columns] for line in ANSI.sub("", shown.stdout).splitlines()]
