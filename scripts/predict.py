@@ -13,8 +13,8 @@ normalisation come from preprocess.json beside the model (or --preprocess); its 
 at most 512 (MAX_IMAGE_SIZE). Each image is converted to 8-bit RGB (16-bit images scaled,
 not clipped) and resized. One line per image: the path, then the top classes with
 probabilities. --temperature divides the logits before the softmax: the evaluate stage fits
-one on the validation split (`calibrated.temperature` in metrics/eval.json, which `dvc
-metrics show` prints) so that the probabilities match how often the model is right. An
+one on the validation split (`calibrated.temperature` in metrics/eval.json, a plain output
+beside the headline metrics.json: docs/metrics.md) so that the probabilities match how often the model is right. An
 unreadable image is reported on stderr and the others are still classified; the exit status
 is then 1. Only regular files are read as images: a FIFO or a device named as an image is
 refused rather than waited on.
