@@ -6,9 +6,10 @@ diff` compare), a few keys, none named like a params.yaml section: {"test": {"ac
 accuracy, from the train stage's dvclive summary --train-summary, when it has one),
 "size_mb"} (the model's parameters and buffers in MiB).
 
-Writes --metrics, the details (a plain output, not a DVC metric): {"test": SUMMARY} plus "baseline": SUMMARY of the --baseline weights (when
-given) and "tta": SUMMARY of horizontal-flip test-time augmentation (when evaluate.tta; with
-evaluate.tta_shift n, the image and its mirror also moved n pixels each way: 10 views),
+Writes --metrics, the details (a plain output, not a DVC metric): {"test": SUMMARY} plus
+"baseline": SUMMARY of the --baseline weights (when given) and "tta": SUMMARY of
+horizontal-flip test-time augmentation (when evaluate.tta; with evaluate.tta_shift n, the
+image and its mirror also moved n pixels each way: 10 views),
 where SUMMARY is {"acc", "loss", "ece", "macro_precision", "macro_recall", "images"} and, beyond
 10 classes, "top5_acc". ECE uses evaluate.calibration_bins equal-width confidence bins. With
 evaluate.calibrate and a validation split, also "calibrated": {"temperature", "loss", "ece",
@@ -93,7 +94,10 @@ def run(params: Params, paths: EvaluatePaths) -> None:
 
 
 def read_train_summary(path: Path) -> dict:
-    """The train stage's dvclive summary (its last epoch's figures and "best"); a missing or broken file is a UserError."""
+    """The train stage's dvclive summary (its last epoch's figures and "best").
+
+    Read before anything is written: a missing or broken file is a UserError, and no output.
+    """
     try:
         return read_json(path)
     except (OSError, ValueError) as err:
