@@ -27,7 +27,7 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 # Results of real runs, even when committed: the copy starts from a clean pipeline.
-EXCLUDE_TOP = {"data", "models", "dvclive", "plots", "metrics", "dvc_plots", "dvc.lock"}
+EXCLUDE_TOP = {"data", "models", "dvclive", "plots", "metrics", "metrics.json", "dvc_plots", "dvc.lock"}
 
 
 def repository_files(repo: Path = REPO) -> list[str]:

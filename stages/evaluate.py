@@ -18,10 +18,14 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="weights of the untrained (or freshly pretrained) model, same --config; "
                              "its metrics go under 'baseline'")
-    parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--metrics", type=Path, required=True, help="detail metrics JSON to write")
     parser.add_argument("--plots", type=Path, required=True, help="folder for the tables and figures listed above")
+    parser.add_argument("--headline", type=Path, default=None, help="headline metrics JSON to write (DVC's metrics file)")
+    parser.add_argument("--train-summary", type=Path, default=None,
+                        help="the train stage's dvclive summary, whose best.val_acc goes into --headline")
     args = parser.parse_args()
-    paths = evaluate.EvaluatePaths(args.data, args.model, args.config, args.baseline, args.metrics, args.plots)
+    paths = evaluate.EvaluatePaths(args.data, args.model, args.config, args.baseline, args.metrics, args.plots,
+                                   args.headline, args.train_summary)
     evaluate.run(load_params(), paths)
 
 

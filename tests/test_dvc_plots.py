@@ -1,7 +1,7 @@
 """The plots page that `dvc plots show` / `dvc plots diff` draws from dvc.yaml's `plots:`.
 
 Runs the real dvc CLI (`dvc plots show --json`) on a small git repository holding this
-repository's dvc.yaml and .dvc/ (config and the custom templates in .dvc/plots) and the
+repository's dvc.yaml and .dvc/ (its config) and the
 files the stages would write, then checks the filled Vega-Lite specs DVC hands the page.
 """
 
@@ -30,7 +30,9 @@ from conftest import REPO, dvc
 
 # Dataset order, deliberately not alphabetical: the plots must keep it.
 CLASSES = ["zebra", "cat", "moose"]
-SPLIT = re.compile(r"(^|/)val/")  # the JavaScript regex of .dvc/plots/train_val.json, as Python reads it
+# What the VS Code extension and DVC Studio restyle: DVC's built-in templates leave these to them.
+BUILT_IN_TEMPLATES = {"linear", "simple", "confusion", "confusion_normalized", "scatter", "scatter_jitter", "smooth",
+                      "bar_horizontal", "bar_horizontal_sorted"}
 
 
 def plot_definitions() -> dict:
@@ -81,45 +83,53 @@ def vega(page: dict, name: str) -> dict:
     return plot["content"]
 
 
-def test_confusion_matrix_has_true_class_on_y_in_dataset_order_with_counts(page):
+def test_data_plots_use_built_in_templates(plots_repo):
+    """Custom templates lack the placeholders the VS Code extension and Studio fill, and DVC
+    does not promise to keep them working: every chart names a built-in, .dvc/ holds none."""
+    templates = {name: (props or {}).get("template", "linear") for name, props in plot_definitions().items()
+                 if props is not None}
+    assert set(templates.values()) <= BUILT_IN_TEMPLATES, templates
+    assert not (plots_repo / ".dvc" / "plots").exists()
+
+
+def test_confusion_matrix_has_true_class_on_y_in_dataset_order(page):
+    """DVC's confusion template sorts both axes by name: the records' names, index first, sort in the dataset's order."""
     name = next(n for n in page if n.startswith("Confusion matrix"))
     spec = vega(page, name)
     encoding = spec["spec"]["encoding"]
     assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual")
     assert (encoding["x"]["title"], encoding["y"]["title"]) == ("predicted class", "true class")
-    # Sorted by the class indices the records carry, not by name (DVC's own template sorts by name).
-    assert encoding["x"]["sort"] == {"field": "predicted_index", "op": "min"}
-    assert encoding["y"]["sort"] == {"field": "actual_index", "op": "min"}
-    record = spec["data"]["values"][0]
-    assert CLASSES.index(record["actual"]) == int(record["actual_index"])
-    assert CLASSES.index(record["predicted"]) == int(record["predicted_index"])
-    assert any(layer["mark"]["type"] == "text" for layer in spec["spec"]["layer"])  # counts in the cells
+    assert encoding["x"]["sort"] == encoding["y"]["sort"] == "ascending"
+    records = spec["data"]["values"]
+    assert len(records) == 5  # one per test image, which the template counts
+    assert sorted({r["actual"] for r in records}) == [f"{i} {c}" for i, c in enumerate(CLASSES)]
+    assert {(r["actual"], r["predicted"]) for r in records} == {
+        ("0 zebra", "0 zebra"), ("0 zebra", "1 cat"), ("1 cat", "1 cat"), ("2 moose", "2 moose"), ("2 moose", "0 zebra")}
 
 
-def test_per_class_bars_keep_the_dataset_order(page):
+def test_per_class_bars_are_sorted_by_accuracy(page):
     spec = vega(page, next(n for n in page if n.startswith("Per-class accuracy")))
-    assert spec["encoding"]["y"]["sort"] is None  # the CSV's row order
-    assert [row["class"] for row in spec["data"]["values"]] == CLASSES
+    assert spec["encoding"]["y"]["sort"] == "-x"  # the best class on top
+    assert (spec["encoding"]["x"]["field"], spec["encoding"]["y"]["field"]) == ("accuracy", "class")
+    assert sorted(row["class"] for row in spec["data"]["values"]) == sorted(CLASSES)
 
 
 @pytest.mark.parametrize("name", ["Loss", "Accuracy"])
-def test_curves_are_labelled_train_and_val_not_by_file(page, name):
+def test_curves_overlay_train_and_val_by_file_name(page, name):
     spec = vega(page, name)
-    # The template derives the split from the file name DVC passes; check that name has the form it expects.
-    splits = {("val" if SPLIT.search(row["filename"]) else "train") for row in spec["data"]["values"]}
-    assert splits == {"train", "val"}
-    assert spec["transform"][0]["as"] == "split"
-    (line,) = [layer for layer in spec["layer"] if layer["mark"] == "line"]
-    assert line["encoding"]["strokeDash"]["field"] == "split"
+    files = {row["filename"] for row in spec["data"]["values"]}
+    metric = {"Loss": "loss", "Accuracy": "acc"}[name]
+    # DVC names each curve by the part of its path that tells the files apart: the split.
+    assert files == {f"{split}/{metric}.tsv" for split in ("train", "val")}
     assert spec["encoding"]["x"]["title"] == "epoch"
 
 
-def test_every_curve_legend_names_the_run(page):
-    """Loss, accuracy and learning rate colour their curves by run, and all say so alike."""
+def test_every_curve_leaves_colour_and_smoothing_to_dvc(page):
+    """Loss, accuracy and learning rate: DVC's linear template, its smoothing slider included."""
     for name in ("Loss", "Accuracy", "Learning rate"):
         spec = vega(page, name)
-        assert spec["encoding"]["color"] == {"field": "rev", "type": "nominal", "title": "run"}, name
-        assert "params" not in spec, name  # no smoothing slider under the chart
+        assert spec["params"][0]["name"] == "smooth", name
+        assert "<DVC_METRIC" not in json.dumps(spec), name  # every placeholder filled
 
 
 def test_each_picture_appears_once(page):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -85,11 +86,11 @@ def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_copy, smok
     by_lr = {params["train"]["max_lr"]: metrics for _, params, metrics in rows if params}
     assert {0.05, 0.02} <= set(by_lr), rows
     # Each row shows the metrics its own run wrote: the committed baseline's, and the experiment's,
-    # which `dvc exp run` left in the workspace.
-    committed = json.loads((smoke_template / "metrics" / "eval.json").read_text())
-    experiment = json.loads((smoke_repo / "metrics" / "eval.json").read_text())
-    assert by_lr[0.05]["metrics/eval.json"] == committed
-    assert by_lr[0.02]["metrics/eval.json"] == experiment
+    # which `dvc exp run` left in the workspace. metrics.json is the one metrics file DVC compares.
+    committed = json.loads((smoke_template / "metrics.json").read_text())
+    experiment = json.loads((smoke_repo / "metrics.json").read_text())
+    assert by_lr[0.05] == {"metrics.json": committed} and by_lr[0.02] == {"metrics.json": experiment}
+    assert list(experiment) == ["test", "tta", "best", "size_mb"], experiment  # the smoke profile turns TTA on
 
     # Back to the committed params: DVC's run-cache restores the earlier results, nothing retrains.
     back = dvc(smoke_repo, "exp", "run", "-S", "train.max_lr=0.05", "-n", "back")
@@ -100,6 +101,41 @@ def test_repro_again_runs_nothing_and_an_experiment_is_compared(smoke_copy, smok
     assert index.exists() and index.stat().st_size > 0, plots.stdout
     html = index.read_text()
     assert "Accuracy" in html and "Confusion matrix" in html
+
+
+HEADLINE_COLUMNS = ("test.acc", "test.loss", "tta.acc", "best.val_acc")  # size_mb: the same in both runs
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]|\r")
+
+
+def terminal_screen(workdir, command: str, columns: int = 200) -> list[str]:
+    """The first screen of `command` in a real terminal `columns` wide: the lines, cut at its edge.
+
+    util-linux `script` gives dvc a pseudo-terminal of that width, so it lays out and pages its
+    table as for a person. Its default pager, `less -FRSX`, would show each line's first
+    `columns` characters and wait for a key when a line is longer; `cat` as the pager receives
+    the same table, and cutting its lines gives that screen.
+    """
+    env = {**dvc_env(workdir), "TERM": "xterm", "DVC_PAGER": "cat"}
+    env.pop("LESS", None), env.pop("PAGER", None), env.pop("COLUMNS", None)
+    shown = subprocess.run(["script", "-qec", f"stty cols {columns} rows 50; {command}", "/dev/null"], cwd=workdir,
+                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=True)
+    return [line[:columns] for line in ANSI.sub("", shown.stdout).splitlines()]
+
+
+def test_exp_show_only_changed_fits_a_200_column_terminal(smoke_copy):
+    """After one changed knob, plain `dvc exp show --only-changed` shows the headline metrics and
+    that knob within 200 columns, none of them hidden behind DVC's `…` column."""
+    dvc(smoke_copy, "exp", "run", "-S", "train.max_lr=0.1", "-n", "max-lr-0.1")
+    screen = terminal_screen(smoke_copy, "dvc exp show --only-changed")
+    header = next(line for line in screen if "Experiment" in line)
+    for column in (*HEADLINE_COLUMNS, "train.max_lr"):
+        assert re.search(rf"(^|\s){re.escape(column)}(\s|$)", header), "\n".join(screen)
+    cut = header.find("…")
+    assert cut == -1 or cut > header.index("train.max_lr"), "\n".join(screen)
+    (row,) = [line for line in screen if "[max-lr-0.1]" in line]
+    assert row[header.index("train.max_lr"):].split()[0] == "0.1", "\n".join(screen)
+    # The dvclive summary's train.loss/train.acc are no DVC metrics: no column mixes with the train params.
+    assert not re.search(r"(^|\s)train\.(loss|acc)(\s|$)", header), header
 
 
 def set_params(workdir, section, **values):

@@ -50,8 +50,8 @@ def test_queued_sweep_runs_both_points_in_parallel_and_lists_them(smoke_copy, tm
         stop_queue_workers(smoke_copy)
     assert status.count("Success") == 2 and "Failed" not in status, status
     rows = experiment_rows(json.loads(dvc(smoke_copy, "exp", "show", "--json").stdout))
-    found = {(params["train"]["max_lr"], params["train"]["epochs"]): metrics["metrics/eval.json"]
-             for _, params, metrics in rows if "metrics/eval.json" in metrics and "train" in params}
+    found = {(params["train"]["max_lr"], params["train"]["epochs"]): metrics["metrics.json"]
+             for _, params, metrics in rows if "metrics.json" in metrics and "train" in params}
     assert (0.02, 1) in found and (0.08, 1) in found, sorted(found)
     # The workspace is untouched by queued runs: still the committed smoke baseline.
     assert "max_lr: 0.05" in (smoke_copy / "params.yaml").read_text()

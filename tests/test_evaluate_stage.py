@@ -16,9 +16,11 @@ from cifar_resnet.config import load_params
 from cifar_resnet.data import generate_shapes, load_imageset, save_imageset
 from cifar_resnet.evaluation import calibrated_summary, classification_summary, flip_tta_logits
 from cifar_resnet.figures import PLOT_FILES
-from cifar_resnet.models import build_model, load_model, save_model
+from cifar_resnet.models import build_model, load_model, model_summary, save_model
 from cifar_resnet.inference import evaluate_logits, make_eval_tensors
 from cifar_resnet.pipeline import evaluate
+
+from conftest import REPO
 
 ARGS = ["--data", "prepared", "--model", "m.pt", "--config", "m.json", "--metrics", "metrics/eval.json",
         "--plots", "plots/eval"]
@@ -57,11 +59,11 @@ def write_evaluate_params(folder, **overrides):
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def run_evaluate(folder, baseline: bool = True) -> None:
+def run_evaluate(folder, baseline: bool = True, headline=None, train_summary=None) -> None:
     """The stage's work in this process, on `folder`'s params.yaml and files (ARGS' paths)."""
     paths = evaluate.EvaluatePaths(folder / "prepared", folder / "m.pt", folder / "m.json",
                                    folder / "b.pt" if baseline else None, folder / "metrics" / "eval.json",
-                                   folder / "plots" / "eval")
+                                   folder / "plots" / "eval", headline, train_summary)
     evaluate.run(load_params(folder / "params.yaml"), paths)
 
 
@@ -118,11 +120,45 @@ def test_metrics_baseline_tta_and_every_plot(workdir, capsys):
     reliability = read_csv(out / "reliability.csv")
     assert list(reliability[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
     assert sum(int(row["count"]) for row in reliability) == TEST_IMAGES
-    cells = json.loads((out / "confusion.json").read_text())
-    assert len(cells) == len(classes) ** 2 and sum(cell["images"] for cell in cells) == TEST_IMAGES
+    records = json.loads((out / "confusion.json").read_text())  # one per image, classes named "<index> <name>"
+    assert len(records) == TEST_IMAGES and {r["actual"] for r in records} == {f"{i} {c}" for i, c in enumerate(classes)}
     # Nothing but the declared outputs: no temporary folders or files beside them.
     assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["eval"]
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
+
+
+def test_the_headline_holds_a_few_keys_none_named_like_a_params_section(workdir):
+    """metrics.json, the one DVC metrics file: test and TTA accuracy, test loss, the train
+    summary's best validation accuracy, the model's size; the details stay in eval.json."""
+    (workdir / "live").mkdir()
+    summary = {"train": {"loss": 0.5, "acc": 0.8}, "val": {"loss": 0.6, "acc": 0.7}, "step": 3,
+               "best": {"val_acc": 0.75, "epoch": 2}}  # as dvclive writes it (training.session.log_to_live)
+    (workdir / "live" / "metrics.json").write_text(json.dumps(summary))
+    run_evaluate(workdir, headline=workdir / "metrics.json", train_summary=workdir / "live" / "metrics.json")
+    headline = json.loads((workdir / "metrics.json").read_text())
+    details = json.loads((workdir / "metrics" / "eval.json").read_text())
+    assert headline == {"test": {"acc": details["test"]["acc"], "loss": details["test"]["loss"]},
+                        "tta": {"acc": details["tta"]["acc"]}, "best": {"val_acc": 0.75},
+                        "size_mb": model_summary(tiny_model(0))["size_mb"]}
+    params = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert {"seed", "data", "model", "train", "evaluate"} <= params and not params & set(headline)
+
+    # Without TTA, or a validation split in training (no "best" in the summary), those keys are left out.
+    write_evaluate_params(workdir, tta=False, tta_shift=0)
+    (workdir / "live" / "metrics.json").write_text(json.dumps({"train": {"loss": 0.5, "acc": 0.8}, "step": 3}))
+    run_evaluate(workdir, headline=workdir / "metrics.json", train_summary=workdir / "live" / "metrics.json")
+    assert list(json.loads((workdir / "metrics.json").read_text())) == ["test", "size_mb"]
+
+
+@pytest.mark.slow  # a subprocess run of the stage script
+def test_an_unreadable_train_summary_is_one_line_before_any_output(workdir, run_stage):
+    (workdir / "summary.json").write_text("{not json")
+    result = run_stage("evaluate", *ARGS, "--headline", "metrics.json", "--train-summary", "summary.json")
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: train summary summary.json unreadable (") and "run the train stage first" in line
+    assert not (workdir / "plots").exists() and not (workdir / "metrics").exists()
+    assert not (workdir / "metrics.json").exists()
 
 
 def test_without_baseline_tta_or_calibration_only_the_test_metrics(workdir):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from cifar_resnet.evaluation import (
-    CONFUSION_PLOT_CLASSES, TEMPERATURE_RANGE, calibrated_summary, classification_summary, confusion_cells,
-    confusion_matrix, confusion_records, expected_calibration_error, fit_temperature, flip_tta_logits,
+    CONFUSION_PLOT_CLASSES, TEMPERATURE_RANGE, calibrated_summary, class_labels, classification_summary,
+    confusion_cells, confusion_matrix, confusion_records, expected_calibration_error, fit_temperature, flip_tta_logits,
     macro_precision_recall, most_confident_wrong, most_confused_classes,
     per_class_table, precision_recall, reflect_shift, reliability_bins, row_normalise, score_predictors, topk_accuracy,
 )
@@ -119,15 +119,18 @@ def test_per_class_table_gives_precision_recall_and_support():
     assert list(table[0]) == ["class", "precision", "recall", "accuracy", "support"]
 
 
-def test_confusion_records_name_classes():
+def test_class_labels_sort_as_text_in_the_dataset_order():
+    assert class_labels(["zebra", "cat", "moose"]) == ["0 zebra", "1 cat", "2 moose"]
+    hundred = class_labels([f"c{i % 7}" for i in range(100)])  # DVC's confusion template sorts by name
+    assert hundred[:2] == ["00 c0", "01 c1"] and hundred[-1] == "99 c1" and sorted(hundred) == hundred
+    assert class_labels(["only"]) == ["0 only"]
+
+
+def test_confusion_records_are_one_per_image_with_labelled_classes():
     records = confusion_records(LOGITS.argmax(1), LABELS, ["a", "b", "c"])
-    # Every cell, zero cells included (row-major: true class, then predicted class).
-    assert len(records) == 9 and sum(r["images"] for r in records) == len(LABELS)
-    counts = confusion_matrix(LOGITS.argmax(1), LABELS, 3)
-    for r in records:
-        assert r["images"] == counts[r["actual_index"], r["predicted_index"]]
-        assert (r["actual"], r["predicted"]) == ("abc"[r["actual_index"]], "abc"[r["predicted_index"]])
-    assert records[7] == {"actual": "c", "predicted": "b", "actual_index": 2, "predicted_index": 1, "images": 1}
+    # Test-set order; LOGITS' one mistake: the third image, of class c, predicted as b.
+    assert records == [{"actual": "0 a", "predicted": "0 a"}, {"actual": "1 b", "predicted": "1 b"},
+                       {"actual": "2 c", "predicted": "1 b"}, {"actual": "2 c", "predicted": "2 c"}]
 
 
 def test_most_confused_classes_rank_row_and_column_mistakes_ties_to_the_lower_index():
@@ -153,18 +156,17 @@ def test_beyond_the_cap_the_confusion_plot_keeps_the_most_confused_classes_and_t
         predictions[s] = t
 
     records = confusion_records(predictions, labels, classes)
-    assert len(records) == 100 * 100
-    shown = list(dict.fromkeys(r["actual_index"] for r in records))
-    assert shown == sorted(confused)  # the most confused classes, in the dataset's order
-    assert [r["predicted_index"] for r in records[:100]] == shown
+    # Every image of a confused class (2 each, all predicted as the next confused class), and
+    # no other: the sources' images are predicted as classes outside the plot or as themselves.
+    assert len(records) == 200
+    names = class_labels(classes)
+    shown = {names[c] for c in confused}
+    assert {r["actual"] for r in records} == shown == {r["predicted"] for r in records}
+    assert all(r["actual"] != r["predicted"] for r in records)
     confusion = confusion_matrix(predictions, labels, n)
-    for r in records:
-        assert r["images"] == confusion[r["actual_index"], r["predicted_index"]]
-        assert (r["actual"], r["predicted"]) == (classes[r["actual_index"]], classes[r["predicted_index"]])
-    assert sum(r["images"] for r in records) == 200  # every image of a confused class, within the plot
     # The cap is a parameter: LOGITS' mistakes are one image of class c predicted as b.
-    assert [(r["actual"], r["predicted"], r["images"]) for r in confusion_records(LOGITS.argmax(1), LABELS, "abc", 2)] == [
-        ("b", "b", 1), ("b", "c", 0), ("c", "b", 1), ("c", "c", 1)]
+    assert confusion_records(LOGITS.argmax(1), LABELS, "abc", 2) == [
+        {"actual": "1 b", "predicted": "1 b"}, {"actual": "2 c", "predicted": "1 b"}, {"actual": "2 c", "predicted": "2 c"}]
 
     cells = confusion_cells(confusion, classes)
     # The non-zero cells only: the diagonal of each class not confused, a confused class's one
@@ -347,7 +349,7 @@ def test_write_evaluation_plots_writes_every_file(tmp_path):
         bins = list(csv.DictReader(f))
     assert list(bins[0]) == ["bin", "lower", "upper", "confidence", "accuracy", "count"]
     assert sum(int(row["count"]) for row in bins) == 30 and all(int(row["count"]) > 0 for row in bins)
-    assert sum(r["images"] for r in json.loads((tmp_path / "confusion.json").read_text())) == 30
+    assert len(json.loads((tmp_path / "confusion.json").read_text())) == 30  # one record per image
 
     with open(tmp_path / "confusion.csv") as f:
         cells = list(csv.DictReader(f))

@@ -26,7 +26,7 @@ def test_the_copy_holds_what_git_lists_never_ignored_files_or_results(tmp_path):
     repo = tmp_path / "repo"
     for name, text in {
         ".gitignore": ".venv/\n*.secret\n", "dvc.yaml": "stages: {}\n", "src/lib.py": "x = 1\n",
-        "gone.txt": "deleted later\n", "metrics/eval.json": "{}\n", "dvc.lock": "schema: '2.0'\n",
+        "gone.txt": "deleted later\n", "metrics/eval.json": "{}\n", "metrics.json": "{}\n", "dvc.lock": "schema: '2.0'\n",
     }.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)

@@ -257,9 +257,9 @@ def summary_line(name: str, summary: dict) -> str:
             f"on {summary['images']} images")
 
 
-# The most classes the confusion plot shows (CIFAR-100 fits). Its data has one record per
-# pair of classes, so it grows as the square: 2,000 classes made a 512 MB confusion.json
-# (4 million records) and an evaluate stage of 83 s and 7.1 GB, for a plot no one could read.
+# The most classes the confusion plot shows (CIFAR-100 fits): a matrix of 2,000 classes is a
+# plot no one could read (and, drawn from one record per cell, made a 512 MB confusion.json,
+# an evaluate stage of 83 s and 7.1 GB).
 CONFUSION_PLOT_CLASSES = 100
 
 
@@ -274,26 +274,35 @@ def most_confused_classes(confusion: torch.Tensor, k: int) -> list[int]:
     return sorted(ranked[:k].tolist())
 
 
+def class_labels(classes: Sequence[str]) -> list[str]:
+    """Class names behind their zero-padded dataset index: "0 airplane" .. "9 truck", "00 apple" .. "99 worm".
+
+    DVC's built-in confusion template sorts both axes by name; names that sort as text in the
+    dataset's order keep that order on the plot, and still read as names.
+    """
+    width = len(str(len(classes) - 1))
+    return [f"{index:0{width}d} {name}" for index, name in enumerate(classes)]
+
+
 def confusion_records(
     predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], max_classes: int = CONFUSION_PLOT_CLASSES,
 ) -> list[dict]:
-    """One {actual, predicted, actual_index, predicted_index, images} record per cell of the
-    confusion matrix, zero cells included, for the confusion plot (.dvc/plots/confusion_ordered.json).
+    """One {actual, predicted} record per test image, in test-set order, classes named by
+    class_labels: the data of DVC's built-in confusion plot, which counts the records of each cell.
 
-    Every (true, predicted) pair is listed, so the plot stays square even when the model never
-    predicts some class (with one record per image, that class would have no column). The
-    indices (the dataset's) let the plot order both axes as the dataset orders its classes.
-    Beyond `max_classes` classes, only the cells between the `max_classes` most confused ones
-    (most_confused_classes) are listed: confusion_cells keeps the whole matrix.
+    A class the model never predicts has no column on that plot (the template fills empty
+    cells only between classes that occur); confusion_normalised.png always shows them all.
+    Beyond `max_classes` classes, only the images whose true and predicted classes are both
+    among the `max_classes` most confused ones (most_confused_classes) are listed:
+    confusion_cells keeps the whole matrix.
     """
-    confusion = confusion_matrix(predictions, labels, len(classes))
-    shown = list(range(len(classes))) if len(classes) <= max_classes else most_confused_classes(confusion, max_classes)
-    counts = confusion[shown][:, shown].tolist()
-    return [
-        {"actual": classes[t], "predicted": classes[p], "actual_index": t, "predicted_index": p, "images": counts[i][j]}
-        for i, t in enumerate(shown)
-        for j, p in enumerate(shown)
-    ]
+    names = class_labels(classes)
+    if len(classes) > max_classes:
+        shown = torch.zeros(len(classes), dtype=torch.bool)
+        shown[most_confused_classes(confusion_matrix(predictions, labels, len(classes)), max_classes)] = True
+        kept = shown[labels] & shown[predictions]
+        predictions, labels = predictions[kept], labels[kept]
+    return [{"actual": names[t], "predicted": names[p]} for t, p in zip(labels.tolist(), predictions.tolist())]
 
 
 def confusion_cells(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict]:

@@ -172,9 +172,9 @@ def write_evaluation_plots(
 ) -> list[Path]:
     """Every evaluation table and figure of one model's test logits, under `out_dir`; returns the paths.
 
-    confusion.json (the confusion plot's data: every cell, or beyond CONFUSION_PLOT_CLASSES classes
-    the cells between the most confused ones), confusion.csv (every non-zero cell of the whole
-    matrix), confusion_normalised.png, per_class.csv, reliability.csv (non-empty bins only: an
+    confusion.json (the confusion plot's data: one record per test image; beyond
+    CONFUSION_PLOT_CLASSES classes, only those between the most confused classes), confusion.csv
+    (every non-zero cell of the whole matrix), confusion_normalised.png, per_class.csv, reliability.csv (non-empty bins only: an
     empty bin has no accuracy to plot), reliability.png and wrong.png (the `wrong_images` most
     confidently wrong images; a figure saying "disabled" when it is 0).
     """

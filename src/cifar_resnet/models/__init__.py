@@ -14,7 +14,7 @@ from .resnet import (
     list_models,
 )
 from .resnet9 import ResNet9
-from .summary import format_table, layer_table, model_summary
+from .summary import format_table, layer_table, model_summary, size_mb
 from .transfer import PreparedModel, backbone_lr_scale, backbone_modules, freeze_backbone, prepare_model
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "model_summary",
+    "size_mb",
     "prepare_model",
     "save_model",
     "save_weights",

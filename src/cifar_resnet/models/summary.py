@@ -76,6 +76,12 @@ def _trace(model: nn.Module, image_size: int) -> tuple[dict[str, tuple[int, ...]
     return shapes, macs
 
 
+def size_mb(model: nn.Module) -> float:
+    """Every parameter and buffer as stored, in MiB to 2 decimals: the model's `size_mb` (model_summary)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return round(sum(t.numel() * t.element_size() for t in tensors) / MIB, 2)
+
+
 def model_summary(model: nn.Module, image_size: int = 32) -> dict[str, Any]:
     """Parameter counts, size in MiB and MACs per image: the figures the train stage logs.
 
@@ -84,12 +90,11 @@ def model_summary(model: nn.Module, image_size: int = 32) -> dict[str, Any]:
     alone at 4 bytes each, the convention of torchsummary's "Params size (MB)".
     """
     params = sum(p.numel() for p in model.parameters())
-    tensors = list(model.parameters()) + list(model.buffers())
     _, macs = _trace(model, image_size)
     return {
         "params": params,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "size_mb": round(sum(t.numel() * t.element_size() for t in tensors) / MIB, 2),
+        "size_mb": size_mb(model),
         "params_mb": round(params * 4 / MIB, 2),
         "macs": sum(macs.values()),
         "image_size": image_size,

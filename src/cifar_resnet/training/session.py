@@ -55,7 +55,8 @@ TRAINED_FROM = ("seed", "data", "model", "train")
 def log_to_live(live, result: EpochResult) -> None:
     """One epoch's curves, then dvclive's next_step (summary written, DVC Studio / VS Code updated).
 
-    The summary (`dvc exp show`, `dvc metrics diff`) keeps results, not curve ends: the best
+    The summary (dvclive/metrics.json, no DVC metric: the evaluate stage's headline
+    metrics.json takes best.val_acc from it) keeps results, not curve ends: the best
     validation accuracy so far and its epoch, but not the learning rate, whose last value
     is a near-zero schedule end in every run.
     """
