@@ -49,8 +49,8 @@ def test_the_pictures_are_those_dvc_yaml_lists_under_plots():
 
 
 def test_a_base_without_metrics_is_told_from_one_whose_metrics_changed():
-    first_run = {"metrics/eval.json": {"test.acc": {"old": None, "new": 0.9}}}
-    changed = {"metrics/eval.json": {"test.acc": {"old": 0.8, "new": 0.9, "diff": 0.1}, "tta.acc": {"old": None, "new": 1}}}
+    first_run = {"metrics.json": {"test.acc": {"old": None, "new": 0.9}}}
+    changed = {"metrics.json": {"test.acc": {"old": 0.8, "new": 0.9, "diff": 0.1}, "tta.acc": {"old": None, "new": 1}}}
     script = load_script()
     assert not script.base_has_metrics(first_run)
     assert script.base_has_metrics(changed)
@@ -128,7 +128,7 @@ def test_a_first_run_says_the_base_has_no_metrics_and_shows_them(smoke_copy, tmp
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert "`HEAD~1` has no metrics yet (first run); this revision's metrics:" in text
-    assert "| metrics/eval.json" in text and "Traceback" not in text + result.stderr
+    assert "| metrics.json" in text and "Traceback" not in text + result.stderr
     assert "No parameter changed against `HEAD~1`." in text
     images = embedded_images(out)
     assert len(images) == len(PICTURES) and all((out.parent / image).stat().st_size > 1000 for image in images)
@@ -140,10 +140,8 @@ def test_a_first_run_says_the_base_has_no_metrics_and_shows_them(smoke_copy, tmp
 def test_a_branch_gets_its_metrics_and_params_diff_against_main_and_the_pictures(smoke_copy):
     git(smoke_copy, "checkout", "-q", "-b", "feature")
     params = yaml.safe_load((smoke_copy / "params.yaml").read_text())
-    # Only evaluate reruns, and the calibrated ECE changes. (The test ECE barely does: this
-    # under-confident model has accuracy above confidence in every bin, where ECE is the
-    # same for any binning, so its row, if any, is float rounding.)
-    params["evaluate"]["calibration_bins"] = 10
+    # Only evaluate reruns, and the headline metrics.json loses its TTA accuracy.
+    params["evaluate"]["tta"] = False
     (smoke_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(smoke_copy, "repro")
 
@@ -155,9 +153,9 @@ def test_a_branch_gets_its_metrics_and_params_diff_against_main_and_the_pictures
     params_part = text[text.index("## Params"):text.index("## Plots")]
     # dvc's own Markdown tables: a header, and one row per changed metric / param.
     assert re.search(r"\|\s*Path\s*\|\s*Metric\s*\|\s*main\s*\|\s*workspace\s*\|\s*Change\s*\|", metrics), metrics
-    assert re.search(r"\|\s*metrics/eval\.json\s*\|\s*calibrated\.ece\s*\|", metrics), metrics
+    assert re.search(r"\|\s*metrics\.json\s*\|\s*tta\.acc\s*\|\s*[0-9.]+\s*\|\s*-\s*\|", metrics), metrics
     assert "test.acc" not in metrics, metrics  # the predictions did not change, so neither did accuracy
-    assert re.search(r"\|\s*params\.yaml\s*\|\s*evaluate\.calibration_bins\s*\|\s*15\s*\|\s*10\s*\|", params_part), \
+    assert re.search(r"\|\s*params\.yaml\s*\|\s*evaluate\.tta\s*\|\s*True\s*\|\s*False\s*\|", params_part), \
         params_part
     images = embedded_images(out)
     assert images == [f"report_files/images/{path.replace('/', '__')}" for path in PICTURES]
