@@ -62,9 +62,10 @@ def write_stage_outputs(root) -> None:
 
 @pytest.fixture(scope="module")
 def plots_repo(tmp_path_factory) -> Path:
-    """A git repository with this repository's dvc.yaml, .dvc/ and the stages' outputs in miniature."""
+    """A git repository with this repository's dvc.yaml, params.yaml, .dvc/ and the stages' outputs in miniature."""
     root = tmp_path_factory.mktemp("plots")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")  # dvc.yaml's artifact labels are ${model.arch}, ...
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     write_stage_outputs(root)
