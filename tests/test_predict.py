@@ -104,6 +104,7 @@ def test_predictions_match_the_eager_model(model_file, export_dir, pngs, tmp_pat
         assert ranked[0][1] >= ranked[1][1]
 
 
+@pytest.mark.slow  # predict.py run four times; the quick loop reads the temperature once, below
 def test_a_temperature_divides_the_logits_before_the_softmax(export_dir, pngs, tmp_path) -> None:
     model, folder = export_dir
     pixels, paths = pngs

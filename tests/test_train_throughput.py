@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("extra", [[], ["--arch", "airbench", "--on-device", "--augment", "default", "--precision", "bf16",
-                                        "--channels-last", "true"]], ids=["resnet-loader", "airbench-on-device-bf16"])
+@pytest.mark.parametrize("extra", [
+    pytest.param([], id="resnet-loader"),
+    # The script once more in a subprocess: the quick loop runs it once, above.
+    pytest.param(["--arch", "airbench", "--on-device", "--augment", "default", "--precision", "bf16", "--channels-last", "true"],
+                 id="airbench-on-device-bf16", marks=pytest.mark.slow),
+])
 def test_train_throughput_prints_every_rate(extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's library, not another install
     arch = [] if extra else ["--blocks", "1", "1", "1", "1"]
