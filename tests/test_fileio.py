@@ -95,6 +95,7 @@ except OSError as err:
 """
 
 
+@pytest.mark.slow  # torch.export in a subprocess (a failure here would abort the process): seconds
 @pytest.mark.timeout(300)
 def test_a_full_disk_under_a_torch_serialiser_is_an_oserror_not_an_abort(tmp_path):
     import errno
