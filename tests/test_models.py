@@ -23,8 +23,8 @@ def _seed() -> None:
 
 def _layout_cases() -> list:
     """Every network with the CIFAR stem, the ResNets also with the ImageNet stem. ResNet50's
-    ImageNet-stem case is the slowest (seconds) and the only one whose blocks the quick loop
-    meets again, with the CIFAR stem: it runs in the full suite only."""
+    ImageNet-stem case is the slowest (seconds) and runs in the full suite only: its bottleneck
+    blocks stay in the quick loop through the CIFAR-stem case."""
     cases = [(arch, stem) for arch in list_models() for stem in ("cifar", "imagenet")
              if stem == "cifar" or arch not in ("resnet9", "airbench")]
     return [pytest.param(*case, marks=pytest.mark.slow) if case == ("resnet50", "imagenet") else case for case in cases]
